@@ -1,0 +1,292 @@
+//! The poller: sleep until a file descriptor is ready, a deadline passes, or another thread
+//! wakes us (asyncio's selector).
+//!
+//! Registrations name a [`Token`] chosen by the caller (the PyO3 layer maps tokens to fd
+//! watchers and transports) and a [`Mode`]: level-triggered, as asyncio's `add_reader` must
+//! be (unconsumed data fires again on the next iteration), or edge-triggered, for owners that
+//! read until `EAGAIN` anyway. One token is reserved for the loop's own [`Waker`].
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sys::{Selector, SysEvents};
+use crate::waker::Waker;
+
+/// Identifies a registration in the events the poller reports.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Token(pub u64);
+
+/// The token of the loop's own waker; never reported to callers.
+pub const WAKER_TOKEN: Token = Token(u64::MAX);
+
+/// What a registration waits for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Interest {
+    pub readable: bool,
+    pub writable: bool,
+}
+
+impl Interest {
+    pub const READABLE: Interest = Interest {
+        readable: true,
+        writable: false,
+    };
+    pub const WRITABLE: Interest = Interest {
+        readable: false,
+        writable: true,
+    };
+    pub const BOTH: Interest = Interest {
+        readable: true,
+        writable: true,
+    };
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Reported on every poll while the condition holds (asyncio's selectors).
+    Level,
+    /// Reported once per change of state.
+    Edge,
+}
+
+/// One readiness report. Errors and hang-ups read as both readable and writable-on-error so
+/// that the owner's next syscall sees the error, as with `select()`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub token: Token,
+    pub readable: bool,
+    pub writable: bool,
+    pub error: bool,
+    pub hangup: bool,
+}
+
+/// Buffer the poller fills; reused across iterations.
+pub struct Events {
+    sys: SysEvents,
+    woken: bool,
+}
+
+impl Events {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            sys: SysEvents::with_capacity(n.max(1)),
+            woken: false,
+        }
+    }
+
+    /// The readiness reports of the last poll (the waker's own event excluded).
+    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+        self.sys.iter().filter(|e| e.token != WAKER_TOKEN)
+    }
+
+    /// Whether the last poll was ended by [`Waker::wake`].
+    pub fn woken(&self) -> bool {
+        self.woken
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+}
+
+pub struct Poller {
+    selector: Selector,
+    waker: Arc<Waker>,
+}
+
+impl Poller {
+    pub fn new() -> io::Result<Self> {
+        let selector = Selector::new()?;
+        let waker = Arc::new(Waker::new()?);
+        selector.register(waker.fd(), WAKER_TOKEN, Interest::READABLE, Mode::Level)?;
+        Ok(Self { selector, waker })
+    }
+
+    /// The handle other threads use to wake this poller.
+    pub fn waker(&self) -> &Arc<Waker> {
+        &self.waker
+    }
+
+    pub fn register(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+        mode: Mode,
+    ) -> io::Result<()> {
+        assert_ne!(token, WAKER_TOKEN, "the waker's token is reserved");
+        self.selector.register(fd, token, interest, mode)
+    }
+
+    pub fn reregister(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+        mode: Mode,
+    ) -> io::Result<()> {
+        assert_ne!(token, WAKER_TOKEN, "the waker's token is reserved");
+        self.selector.reregister(fd, token, interest, mode)
+    }
+
+    pub fn deregister(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.selector.deregister(fd)
+    }
+
+    /// Announces a sleep: from now on [`Waker::wake`] writes the eventfd. Call it *before*
+    /// checking for queued work, then [`Poller::poll`].
+    #[inline]
+    pub fn prepare_sleep(&self) {
+        self.waker.begin_sleep();
+    }
+
+    /// Waits for readiness. `Some(Duration::ZERO)` only collects what is ready now.
+    /// Returns `ErrorKind::Interrupted` on EINTR (a signal arrived; run its handlers).
+    pub fn poll(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        let result = self.selector.select(&mut events.sys, timeout);
+        let woken = result.is_ok() && events.sys.iter().any(|e| e.token == WAKER_TOKEN);
+        events.woken = woken;
+        self.waker.end_sleep(woken);
+        if result.is_err() {
+            events.sys.clear();
+        }
+        result
+    }
+
+    /// Number of raw events in the buffer after the last poll, waker included.
+    pub fn raw_len(events: &Events) -> usize {
+        events.sys.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Instant;
+
+    #[test]
+    fn zero_timeout_returns_at_once() {
+        let p = Poller::new().unwrap();
+        let mut ev = Events::with_capacity(8);
+        let t0 = Instant::now();
+        p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert!(ev.is_empty());
+        assert!(t0.elapsed() < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn timeout_is_honoured() {
+        let p = Poller::new().unwrap();
+        let mut ev = Events::with_capacity(8);
+        let t0 = Instant::now();
+        p.prepare_sleep();
+        p.poll(&mut ev, Some(Duration::from_millis(30))).unwrap();
+        let dt = t0.elapsed();
+        assert!(dt >= Duration::from_millis(30), "{dt:?}");
+        assert!(dt < Duration::from_millis(1000), "{dt:?}");
+    }
+
+    #[test]
+    fn wake_from_another_thread_ends_an_infinite_sleep() {
+        let p = Poller::new().unwrap();
+        let waker = p.waker().clone();
+        let mut ev = Events::with_capacity(8);
+        p.prepare_sleep();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker.wake();
+        });
+        let t0 = Instant::now();
+        p.poll(&mut ev, None).unwrap();
+        assert!(ev.woken());
+        assert!(ev.is_empty(), "the waker's event is not reported");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        t.join().unwrap();
+        // Drained: the next zero-timeout poll is not woken again.
+        p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert!(!ev.woken());
+    }
+
+    #[test]
+    fn wake_is_skipped_while_not_sleeping() {
+        let p = Poller::new().unwrap();
+        let mut ev = Events::with_capacity(8);
+        p.waker().wake(); // not sleeping: no syscall, nothing pending
+        p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert!(!ev.woken());
+    }
+
+    #[test]
+    fn wake_before_poll_makes_the_sleep_return() {
+        let p = Poller::new().unwrap();
+        let mut ev = Events::with_capacity(8);
+        p.prepare_sleep();
+        p.waker().wake(); // producer raced ahead of the poll
+        let t0 = Instant::now();
+        p.poll(&mut ev, Some(Duration::from_secs(10))).unwrap();
+        assert!(ev.woken());
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn level_triggered_reports_until_consumed() {
+        let p = Poller::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        p.register(a.as_fd(), Token(7), Interest::READABLE, Mode::Level)
+            .unwrap();
+        std::io::Write::write_all(&mut b, b"x").unwrap();
+        let mut ev = Events::with_capacity(8);
+        for _ in 0..3 {
+            p.poll(&mut ev, Some(Duration::from_millis(100))).unwrap();
+            let got: Vec<Event> = ev.iter().collect();
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].token, Token(7));
+            assert!(got[0].readable);
+        }
+        p.deregister(a.as_fd()).unwrap();
+        p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert!(ev.is_empty());
+    }
+
+    #[test]
+    fn edge_triggered_reports_once() {
+        let p = Poller::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        p.register(a.as_fd(), Token(3), Interest::READABLE, Mode::Edge)
+            .unwrap();
+        std::io::Write::write_all(&mut b, b"x").unwrap();
+        let mut ev = Events::with_capacity(8);
+        p.poll(&mut ev, Some(Duration::from_millis(100))).unwrap();
+        assert_eq!(ev.iter().count(), 1);
+        p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert_eq!(ev.iter().count(), 0);
+    }
+
+    #[test]
+    fn writable_and_hangup() {
+        let p = Poller::new().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        p.register(a.as_fd(), Token(1), Interest::BOTH, Mode::Level)
+            .unwrap();
+        let mut ev = Events::with_capacity(8);
+        p.poll(&mut ev, Some(Duration::from_millis(100))).unwrap();
+        let e = ev.iter().next().unwrap();
+        assert!(e.writable && !e.readable);
+        drop(b);
+        p.poll(&mut ev, Some(Duration::from_millis(100))).unwrap();
+        let e = ev.iter().next().unwrap();
+        assert!(e.readable, "peer close reads as readable (EOF)");
+    }
+
+    #[test]
+    fn monotonic_matches_std_instant_pace() {
+        let a = crate::monotonic();
+        std::thread::sleep(Duration::from_millis(20));
+        let b = crate::monotonic();
+        assert!(b - a >= 0.019 && b - a < 2.0, "{}", b - a);
+    }
+}

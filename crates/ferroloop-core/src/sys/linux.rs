@@ -1,0 +1,189 @@
+//! Linux: epoll for readiness, eventfd for cross-thread wake-ups, CLOCK_MONOTONIC for time.
+//!
+//! Why not the `polling` or `mio` crates (see docs/design.md, "The poller"): `polling`
+//! re-arms a timerfd and its notifier around every wait (five syscalls per loop iteration
+//! where asyncio makes one) and retries EINTR itself, which hides Ctrl+C from us; `mio` only
+//! registers edge-triggered, while asyncio's `add_reader` is level-triggered. epoll through
+//! `rustix` costs one syscall per iteration and lets each registration choose its mode.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use rustix::buffer::spare_capacity;
+use rustix::event::epoll;
+use rustix::event::{eventfd, EventfdFlags, Timespec};
+use rustix::time::{clock_gettime, ClockId};
+
+use crate::poller::{Event, Interest, Mode, Token};
+
+/// `time.monotonic()`: CPython reads CLOCK_MONOTONIC and divides nanoseconds by 1e9; doing
+/// the same arithmetic gives bit-identical floats, so `loop.time()` and `time.monotonic()`
+/// can be compared directly.
+#[inline]
+pub fn monotonic_seconds() -> f64 {
+    let ts = clock_gettime(ClockId::Monotonic);
+    let ns = (ts.tv_sec as i128) * 1_000_000_000 + ts.tv_nsec as i128;
+    let ns = ns as i64;
+    if ns % 1_000_000_000 == 0 {
+        (ns / 1_000_000_000) as f64
+    } else {
+        ns as f64 / 1e9
+    }
+}
+
+/// The clock's resolution in seconds, as `time.get_clock_info('monotonic').resolution`.
+pub fn monotonic_resolution() -> f64 {
+    1e-9
+}
+
+pub struct Selector {
+    epfd: OwnedFd,
+}
+
+pub struct SysEvents {
+    buf: Vec<epoll::Event>,
+}
+
+// SAFETY: an `epoll::Event` is plain data (flags and a 64-bit user word). rustix lets that word
+// be read as a pointer, which makes the type `!Send`, but this crate only ever stores integer
+// tokens in it, so moving the buffer to another thread (the poll runs with the GIL released)
+// moves nothing that refers to thread-local memory.
+unsafe impl Send for SysEvents {}
+
+impl SysEvents {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+        self.buf.iter().map(|e| {
+            let flags = e.flags;
+            let data = e.data;
+            Event {
+                token: Token(data.u64()),
+                readable: flags.intersects(
+                    epoll::EventFlags::IN | epoll::EventFlags::HUP | epoll::EventFlags::ERR,
+                ),
+                writable: flags.intersects(epoll::EventFlags::OUT | epoll::EventFlags::ERR),
+                error: flags.contains(epoll::EventFlags::ERR),
+                hangup: flags.contains(epoll::EventFlags::HUP),
+            }
+        })
+    }
+}
+
+fn flags_for(interest: Interest, mode: Mode) -> epoll::EventFlags {
+    let mut flags = epoll::EventFlags::empty();
+    if interest.readable {
+        flags |= epoll::EventFlags::IN;
+    }
+    if interest.writable {
+        flags |= epoll::EventFlags::OUT;
+    }
+    if mode == Mode::Edge {
+        flags |= epoll::EventFlags::ET;
+    }
+    flags
+}
+
+impl Selector {
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            epfd: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+        })
+    }
+
+    pub fn register(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+        mode: Mode,
+    ) -> io::Result<()> {
+        epoll::add(
+            &self.epfd,
+            fd,
+            epoll::EventData::new_u64(token.0),
+            flags_for(interest, mode),
+        )?;
+        Ok(())
+    }
+
+    pub fn reregister(
+        &self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+        mode: Mode,
+    ) -> io::Result<()> {
+        epoll::modify(
+            &self.epfd,
+            fd,
+            epoll::EventData::new_u64(token.0),
+            flags_for(interest, mode),
+        )?;
+        Ok(())
+    }
+
+    pub fn deregister(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        epoll::delete(&self.epfd, fd)?;
+        Ok(())
+    }
+
+    /// One `epoll_wait`. `None` waits forever; sub-millisecond timeouts round up to 1 ms.
+    /// EINTR comes back as `ErrorKind::Interrupted` so the caller can run signal handlers.
+    pub fn select(&self, events: &mut SysEvents, timeout: Option<Duration>) -> io::Result<()> {
+        events.buf.clear();
+        let ts = timeout.map(|t| Timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: t.subsec_nanos() as _,
+        });
+        epoll::wait(&self.epfd, spare_capacity(&mut events.buf), ts.as_ref())?;
+        Ok(())
+    }
+}
+
+impl AsFd for Selector {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epfd.as_fd()
+    }
+}
+
+/// An eventfd: the cheapest file descriptor another thread can make readable.
+pub struct WakeFd {
+    fd: OwnedFd,
+}
+
+impl WakeFd {
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            fd: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
+        })
+    }
+
+    pub fn signal(&self) {
+        // EAGAIN means the counter is saturated: the fd is readable already, which is all
+        // a wake-up needs. Nothing else can fail on a valid eventfd.
+        let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+    }
+
+    pub fn drain(&self) {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&self.fd, &mut buf);
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

@@ -1,0 +1,352 @@
+//! The timer heap: callbacks waiting for a deadline (asyncio's `_scheduled` list).
+//!
+//! Deadlines are `loop.time()` floats. Entries are ordered by deadline and, among equal
+//! deadlines, by the order they were scheduled, so `call_at(t, a)` then `call_at(t, b)` always
+//! runs `a` first (asyncio's `heapq` does not promise that; we do).
+//!
+//! Cancelling a timer is O(1): the caller marks its own item cancelled and tells the heap with
+//! [`TimerHeap::note_cancelled`]. Cancelled entries are dropped lazily: from the head before
+//! each poll, and by a full rebuild when they make up more than half of a heap of more than
+//! 100 entries (the rule asyncio's base loop uses), so a program that schedules and cancels
+//! millions of timeouts keeps a small heap.
+//!
+//! A NaN deadline is ordered before every other one (it is due at once). asyncio's heap
+//! cannot order NaN at all; in practice its loop sees `when >= now` fail and runs such a
+//! timer on the next iteration, which is what this ordering gives.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+/// Rebuild only heaps larger than this ...
+pub const MIN_SCHEDULED_FOR_COMPACTION: usize = 100;
+/// ... whose cancelled share is above this fraction.
+pub const CANCELLED_FRACTION_FOR_COMPACTION: f64 = 0.5;
+
+struct Entry<T> {
+    key: f64,
+    seq: u64,
+    item: T,
+}
+
+impl<T> Entry<T> {
+    #[inline]
+    fn cmp_key(&self, other: &Self) -> Ordering {
+        self.key
+            .total_cmp(&other.key)
+            .then(self.seq.cmp(&other.seq))
+    }
+}
+
+impl<T> PartialEq for Entry<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp_key(other) == Ordering::Equal
+    }
+}
+impl<T> Eq for Entry<T> {}
+impl<T> PartialOrd for Entry<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> Ord for Entry<T> {
+    // BinaryHeap is a max-heap: reverse so the earliest deadline is on top.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.cmp_key(self)
+    }
+}
+
+#[inline]
+fn sort_key(when: f64) -> f64 {
+    if when.is_nan() {
+        f64::NEG_INFINITY
+    } else {
+        when
+    }
+}
+
+/// Min-heap of `(deadline, item)` with FIFO ties and lazy cancellation.
+pub struct TimerHeap<T> {
+    heap: BinaryHeap<Entry<T>>,
+    next_seq: u64,
+    cancelled: usize,
+}
+
+impl<T> Default for TimerHeap<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the heap asks of its items: whether their owner cancelled them.
+pub trait Cancellable {
+    fn is_cancelled(&self) -> bool;
+}
+
+impl<T: Cancellable> TimerHeap<T> {
+    /// asyncio's housekeeping before computing the poll timeout: either rebuild the heap
+    /// without cancelled entries (when they dominate), or pop the cancelled ones off the
+    /// head. Removed items are appended to `removed` so the caller can release them outside
+    /// any borrow (dropping a Python object may run arbitrary code).
+    pub fn purge_cancelled(&mut self, removed: &mut Vec<T>) {
+        let len = self.heap.len();
+        if len > MIN_SCHEDULED_FOR_COMPACTION
+            && (self.cancelled as f64) / (len as f64) > CANCELLED_FRACTION_FOR_COMPACTION
+        {
+            let mut live = Vec::with_capacity(len - self.cancelled.min(len));
+            for entry in std::mem::take(&mut self.heap).into_vec() {
+                if entry.item.is_cancelled() {
+                    removed.push(entry.item);
+                } else {
+                    live.push(entry);
+                }
+            }
+            self.heap = BinaryHeap::from(live);
+            self.cancelled = 0;
+        } else {
+            while let Some(top) = self.heap.peek() {
+                if !top.item.is_cancelled() {
+                    break;
+                }
+                let entry = self.heap.pop().expect("peeked");
+                self.cancelled = self.cancelled.saturating_sub(1);
+                removed.push(entry.item);
+            }
+        }
+    }
+
+    /// Pops every entry due before `end_time` (deadline `< end_time`), earliest first, FIFO
+    /// among equal deadlines. Cancelled entries are passed along too (the caller skips them,
+    /// as asyncio does when it runs its ready queue) but no longer count as cancelled here.
+    #[inline]
+    pub fn pop_due(&mut self, end_time: f64, mut sink: impl FnMut(T)) {
+        while let Some(top) = self.heap.peek() {
+            if top.key >= end_time {
+                break;
+            }
+            let entry = self.heap.pop().expect("peeked");
+            if entry.item.is_cancelled() {
+                self.cancelled = self.cancelled.saturating_sub(1);
+            }
+            sink(entry.item);
+        }
+    }
+}
+
+impl<T> TimerHeap<T> {
+    pub fn new() -> Self {
+        Self {
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+            cancelled: 0,
+        }
+    }
+
+    /// Schedules `item` at `when` (seconds on the loop's clock).
+    #[inline]
+    pub fn push(&mut self, when: f64, item: T) {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.heap.push(Entry {
+            key: sort_key(when),
+            seq,
+            item,
+        });
+    }
+
+    /// Records that one scheduled entry was cancelled by its owner.
+    #[inline]
+    pub fn note_cancelled(&mut self) {
+        self.cancelled += 1;
+    }
+
+    /// Earliest deadline (NaN deadlines read as minus infinity: due now).
+    #[inline]
+    pub fn next_deadline(&self) -> Option<f64> {
+        self.heap.peek().map(|e| e.key)
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// How many entries still in the heap were cancelled.
+    pub fn cancelled_count(&self) -> usize {
+        self.cancelled
+    }
+
+    /// Removes every entry (used when a loop is closed).
+    pub fn drain_all(&mut self) -> Vec<T> {
+        self.cancelled = 0;
+        std::mem::take(&mut self.heap)
+            .into_vec()
+            .into_iter()
+            .map(|e| e.item)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    #[derive(Clone, Debug)]
+    struct Item {
+        id: usize,
+        cancelled: Rc<Cell<bool>>,
+    }
+    impl Cancellable for Item {
+        fn is_cancelled(&self) -> bool {
+            self.cancelled.get()
+        }
+    }
+    fn item(id: usize) -> Item {
+        Item {
+            id,
+            cancelled: Rc::new(Cell::new(false)),
+        }
+    }
+    fn cancel(heap: &mut TimerHeap<Item>, it: &Item) {
+        it.cancelled.set(true);
+        heap.note_cancelled();
+    }
+    fn drain_due(heap: &mut TimerHeap<Item>, end: f64) -> Vec<usize> {
+        let mut out = Vec::new();
+        heap.pop_due(end, |it| {
+            if !it.is_cancelled() {
+                out.push(it.id)
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn pops_in_deadline_order() {
+        let mut h = TimerHeap::new();
+        for (id, when) in [(0, 5.0), (1, 1.0), (2, 3.0), (3, 4.0), (4, 2.0)] {
+            h.push(when, item(id));
+        }
+        assert_eq!(h.next_deadline(), Some(1.0));
+        assert_eq!(drain_due(&mut h, 10.0), vec![1, 4, 2, 3, 0]);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn equal_deadlines_are_fifo() {
+        let mut h = TimerHeap::new();
+        for id in 0..1000 {
+            h.push(7.0, item(id));
+        }
+        h.push(1.0, item(5000));
+        let got = drain_due(&mut h, 8.0);
+        assert_eq!(got[0], 5000);
+        assert_eq!(&got[1..], &(0..1000).collect::<Vec<_>>()[..]);
+    }
+
+    #[test]
+    fn only_entries_before_end_time_are_due() {
+        let mut h = TimerHeap::new();
+        h.push(1.0, item(1));
+        h.push(2.0, item(2));
+        h.push(3.0, item(3));
+        assert_eq!(drain_due(&mut h, 2.0), vec![1]);
+        assert_eq!(drain_due(&mut h, 2.0 + 1e-9), vec![2]);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn nan_is_due_at_once_and_inf_never() {
+        let mut h = TimerHeap::new();
+        h.push(f64::INFINITY, item(1));
+        h.push(f64::NAN, item(2));
+        h.push(0.5, item(3));
+        assert_eq!(h.next_deadline(), Some(f64::NEG_INFINITY));
+        assert_eq!(drain_due(&mut h, 1.0), vec![2, 3]);
+        assert_eq!(drain_due(&mut h, 1e300), Vec::<usize>::new());
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn cancelled_heads_are_dropped_lazily() {
+        let mut h = TimerHeap::new();
+        let items: Vec<Item> = (0..10).map(item).collect();
+        for (i, it) in items.iter().enumerate() {
+            h.push(i as f64, it.clone());
+        }
+        cancel(&mut h, &items[0]);
+        cancel(&mut h, &items[1]);
+        cancel(&mut h, &items[5]);
+        let mut removed = Vec::new();
+        h.purge_cancelled(&mut removed);
+        // Only the cancelled head entries go; the one in the middle waits.
+        assert_eq!(removed.iter().map(|i| i.id).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(h.len(), 8);
+        assert_eq!(h.cancelled_count(), 1);
+        assert_eq!(h.next_deadline(), Some(2.0));
+        assert_eq!(drain_due(&mut h, 100.0), vec![2, 3, 4, 6, 7, 8, 9]);
+        assert_eq!(h.cancelled_count(), 0);
+    }
+
+    #[test]
+    fn compaction_when_cancelled_dominate() {
+        let mut h = TimerHeap::new();
+        let items: Vec<Item> = (0..1000).map(item).collect();
+        for it in &items {
+            h.push(1000.0 - it.id as f64, it.clone());
+        }
+        // Cancel 600 entries that are not at the head.
+        for it in &items[..600] {
+            cancel(&mut h, it);
+        }
+        let mut removed = Vec::new();
+        h.purge_cancelled(&mut removed);
+        assert_eq!(removed.len(), 600);
+        assert_eq!(h.len(), 400);
+        assert_eq!(h.cancelled_count(), 0);
+        let got = drain_due(&mut h, f64::INFINITY);
+        assert_eq!(got, (600..1000).rev().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn no_compaction_below_threshold() {
+        let mut h = TimerHeap::new();
+        let items: Vec<Item> = (0..100).map(item).collect();
+        for it in &items {
+            h.push(it.id as f64, it.clone());
+        }
+        for it in &items[50..] {
+            cancel(&mut h, it);
+        }
+        let mut removed = Vec::new();
+        h.purge_cancelled(&mut removed);
+        assert!(removed.is_empty(), "100 entries is not above the threshold");
+        assert_eq!(h.len(), 100);
+    }
+
+    #[test]
+    fn a_million_cancelled_timers_keep_the_heap_small() {
+        let mut h = TimerHeap::new();
+        let mut removed = Vec::new();
+        let mut peak = 0;
+        for i in 0..1_000_000usize {
+            let it = item(i);
+            h.push(10.0 + (i % 977) as f64, it.clone());
+            cancel(&mut h, &it);
+            if i % 64 == 0 {
+                h.purge_cancelled(&mut removed);
+                removed.clear();
+            }
+            peak = peak.max(h.len());
+        }
+        assert!(peak < 400, "heap grew to {peak}");
+        h.purge_cancelled(&mut removed);
+        assert_eq!(drain_due(&mut h, f64::INFINITY), Vec::<usize>::new());
+    }
+}

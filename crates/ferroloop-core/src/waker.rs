@@ -1,0 +1,69 @@
+//! The waker: how another thread cuts the loop's sleep short (`call_soon_threadsafe`).
+//!
+//! A wake-up costs a syscall, and a program that hands work to the loop from a thread pool
+//! makes many of them, so the waker only writes its eventfd while the loop is actually
+//! sleeping (or about to). The protocol, in sequentially consistent atomics:
+//!
+//! * the loop sets `sleeping` *before* it looks for queued work and decides its timeout;
+//! * a producer queues its work *before* it reads `sleeping`.
+//!
+//! Either the loop sees the work (and does not sleep), or the producer sees `sleeping` (and
+//! writes the eventfd, which ends the poll). `signalled` folds a burst of wake-ups into one
+//! write per sleep.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+use crate::sys::WakeFd;
+
+pub struct Waker {
+    fd: WakeFd,
+    sleeping: AtomicBool,
+    signalled: AtomicBool,
+}
+
+impl Waker {
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(Self {
+            fd: WakeFd::new()?,
+            sleeping: AtomicBool::new(false),
+            signalled: AtomicBool::new(false),
+        })
+    }
+
+    /// Wakes the loop if it sleeps, or makes its coming sleep return at once. Callable from
+    /// any thread, with or without the GIL.
+    #[inline]
+    pub fn wake(&self) {
+        if self.sleeping.load(SeqCst) && !self.signalled.swap(true, SeqCst) {
+            self.fd.signal();
+        }
+    }
+
+    /// Wakes the loop unconditionally (used where the caller cannot order its work before
+    /// the flag check, e.g. from a signal handler's point of view).
+    pub fn force_wake(&self) {
+        self.signalled.store(true, SeqCst);
+        self.fd.signal();
+    }
+
+    /// Loop side: about to sleep. Check for queued work *after* this.
+    #[inline]
+    pub(crate) fn begin_sleep(&self) {
+        self.sleeping.store(true, SeqCst);
+    }
+
+    /// Loop side: awake again. `saw_event` says the poller reported the eventfd readable.
+    #[inline]
+    pub(crate) fn end_sleep(&self, saw_event: bool) {
+        self.sleeping.store(false, SeqCst);
+        self.signalled.store(false, SeqCst);
+        if saw_event {
+            self.fd.drain();
+        }
+    }
+
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.fd()
+    }
+}

@@ -1,0 +1,600 @@
+//! `LoopCore`: the native half of `ferroloop.Loop` (asyncio's `BaseEventLoop` hot paths).
+//!
+//! Everything that runs once per callback lives here: `call_soon`, `call_later`, `call_at`,
+//! `call_soon_threadsafe`, `time`, and the run loop itself (`_run_once`, one iteration of
+//! asyncio's algorithm; `_run_forever_native`, the loop around it). The Python class
+//! `ferroloop.Loop` subclasses this type and adds the cold paths: lifecycle, executors,
+//! exception handling, debug-mode scheduling.
+//!
+//! One iteration, as asyncio's `BaseEventLoop._run_once`:
+//! 1. drop cancelled timers (lazily; rebuild the heap when they dominate);
+//! 2. poll with the GIL released: timeout 0 if callbacks are ready or the loop is stopping,
+//!    else until the earliest timer, else forever. With no file descriptor registered (only
+//!    the loop's own waker and signal fd), a zero-timeout poll can report nothing a callback
+//!    could observe, so it is skipped;
+//! 3. run signal handlers (Ctrl+C raises KeyboardInterrupt here);
+//! 4. move due timers to the ready queue, earliest first, FIFO among equal deadlines;
+//! 5. run exactly the callbacks that were ready when the step began.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyTuple};
+
+use ferroloop_core::timers::Cancellable;
+use ferroloop_core::{Events, Interest, Mode, Poller, ReadyQueue, TimerHeap, Token};
+
+use crate::gil_cell::GilCell;
+use crate::handles::{self, RunOutcome};
+
+/// asyncio's cap on one poll's timeout (`MAXIMUM_SELECT_TIMEOUT`).
+const MAX_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
+/// Token of the signal wake-up socket (internal, like the waker).
+const SIGNAL_TOKEN: Token = Token(u64::MAX - 1);
+
+/// A timer handle in the heap. The heap reads the cancel flag straight from the handle.
+struct TimerEntry(Py<PyAny>);
+
+impl Cancellable for TimerEntry {
+    #[inline]
+    fn is_cancelled(&self) -> bool {
+        // SAFETY: entries are `asyncio.TimerHandle` instances, and the heap is only touched
+        // with the GIL held (it lives in a `GilCell`).
+        unsafe { handles::is_cancelled(self.0.as_ptr()) }
+    }
+}
+
+struct State {
+    ready: ReadyQueue<Py<PyAny>>,
+    timers: TimerHeap<TimerEntry>,
+    /// The signal wake-up fd the loop watches while it runs (`signal.set_wakeup_fd`).
+    signal_fd: Option<i32>,
+}
+
+#[pyclass(subclass, frozen, module = "ferroloop._native", name = "LoopCore")]
+pub struct LoopCore {
+    state: GilCell<State>,
+    /// Owned by the loop thread; taken out while the GIL is released for the poll.
+    events: GilCell<Option<Events>>,
+    poller: Poller,
+    stopping: AtomicBool,
+    closed: AtomicBool,
+    running: AtomicBool,
+    debug: AtomicBool,
+    /// `loop.time` was replaced (an instance attribute or a subclass): call it instead of
+    /// reading the clock.
+    time_overridden: AtomicBool,
+    /// File descriptors registered by users of the loop (watchers, transports). While there
+    /// are none, a zero-timeout poll is skipped.
+    io_registrations: AtomicU64,
+}
+
+impl LoopCore {
+    #[inline]
+    pub fn debug_enabled(&self) -> bool {
+        self.debug.load(Relaxed)
+    }
+
+    pub fn note_timer_cancelled(&self, py: Python<'_>) {
+        self.state.borrow_mut(py).timers.note_cancelled();
+    }
+
+    #[inline]
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Relaxed) {
+            Err(PyRuntimeError::new_err("Event loop is closed"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `self.time()`, honouring a patched `time`.
+    #[inline]
+    fn now(slf: &Bound<'_, Self>) -> PyResult<f64> {
+        if slf.get().time_overridden.load(Relaxed) {
+            slf.call_method0(pyo3::intern!(slf.py(), "time"))?
+                .extract::<f64>()
+        } else {
+            Ok(ferroloop_core::monotonic())
+        }
+    }
+
+    #[inline]
+    fn push_ready(&self, py: Python<'_>, handle: Py<PyAny>) {
+        self.state.borrow_mut(py).ready.push(handle);
+    }
+
+    #[inline]
+    fn push_timer(&self, py: Python<'_>, when: f64, handle: Py<PyAny>) {
+        self.state
+            .borrow_mut(py)
+            .timers
+            .push(when, TimerEntry(handle));
+    }
+
+    #[inline]
+    fn context_or_copy<'py>(
+        py: Python<'py>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match context {
+            Some(ctx) => Ok(ctx),
+            None => {
+                // SAFETY: PyContext_CopyCurrent returns a new reference or NULL with an
+                // exception set; the GIL is held.
+                unsafe {
+                    let c = ffi::PyContext_CopyCurrent();
+                    if c.is_null() {
+                        Err(PyErr::fetch(py))
+                    } else {
+                        Ok(Bound::from_owned_ptr(py, c))
+                    }
+                }
+            }
+        }
+    }
+
+    /// `call_at` once `when` is known as an object and a float.
+    fn schedule_timer<'py>(
+        slf: &Bound<'py, Self>,
+        when_obj: &Bound<'py, PyAny>,
+        when: f64,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug_enabled() {
+            let ctx = context.map(|c| c.unbind()).unwrap_or_else(|| py.None());
+            return slf.call_method1(
+                pyo3::intern!(py, "_call_at_debug"),
+                (when_obj, callback, args, ctx),
+            );
+        }
+        let ctx = Self::context_or_copy(py, context)?;
+        let handle = handles::new_timer_handle(py, when_obj, callback, args, slf.as_any(), ctx)?;
+        this.push_timer(py, when, handle.clone().unbind());
+        Ok(handle)
+    }
+
+    /// Checks that `obj` is an `asyncio.Handle` before it enters a native queue.
+    fn expect_handle(py: Python<'_>, obj: &Bound<'_, PyAny>, timer: bool) -> PyResult<()> {
+        let events = py.import("asyncio.events")?;
+        let cls = events.getattr(if timer { "TimerHandle" } else { "Handle" })?;
+        if obj.is_instance(&cls)? {
+            Ok(())
+        } else {
+            Err(PyTypeError::new_err(format!(
+                "expected an asyncio.{}, got {}",
+                if timer { "TimerHandle" } else { "Handle" },
+                obj.get_type().name()?
+            )))
+        }
+    }
+
+    /// Steps 1–2 of an iteration: housekeeping, timeout, poll.
+    fn poll_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut removed: Vec<TimerEntry> = Vec::new();
+        let (has_ready, next_deadline, signal_fd) = {
+            let mut st = this.state.borrow_mut(py);
+            st.timers.purge_cancelled(&mut removed);
+            (
+                !st.ready.is_empty(),
+                st.timers.next_deadline(),
+                st.signal_fd,
+            )
+        };
+        for entry in &removed {
+            // SAFETY: heap entries are timer handles; GIL held.
+            unsafe { handles::set_unscheduled(entry.0.as_ptr()) };
+        }
+        drop(removed);
+
+        let immediate = has_ready || this.stopping.load(Relaxed);
+        let timeout = if immediate {
+            Some(Duration::ZERO)
+        } else {
+            match next_deadline {
+                Some(deadline) => {
+                    let now = Self::now(slf)?;
+                    let secs = (deadline - now).clamp(0.0, MAX_SELECT_TIMEOUT);
+                    // NaN cannot reach here (NaN deadlines read as -inf); keep it total anyway.
+                    Some(Duration::from_secs_f64(if secs.is_nan() {
+                        0.0
+                    } else {
+                        secs
+                    }))
+                }
+                None => None,
+            }
+        };
+
+        if timeout == Some(Duration::ZERO) && this.io_registrations.load(Relaxed) == 0 {
+            // Nothing but the loop's own fds is registered: a zero-timeout poll could only
+            // drain them. Signals are still handled below.
+            return py.check_signals();
+        }
+
+        let mut events = this
+            .events
+            .borrow_mut(py)
+            .take()
+            .unwrap_or_else(|| Events::with_capacity(1024));
+        if timeout != Some(Duration::ZERO) {
+            this.poller.prepare_sleep();
+            // Work queued by another thread between our look at the queue and
+            // `prepare_sleep` would be missed; the GIL makes that window empty, and a second
+            // look keeps it empty without relying on that.
+            if !this.state.borrow_mut(py).ready.is_empty() {
+                let poller = &this.poller;
+                let res = py.detach(|| poller.poll(&mut events, Some(Duration::ZERO)));
+                *this.events.borrow_mut(py) = Some(events);
+                return Self::after_poll(py, res);
+            }
+        }
+        let poller = &this.poller;
+        let res = py.detach(|| poller.poll(&mut events, timeout));
+        let signal_ready = signal_fd.is_some() && events.iter().any(|e| e.token == SIGNAL_TOKEN);
+        *this.events.borrow_mut(py) = Some(events);
+        if signal_ready {
+            if let Some(fd) = signal_fd {
+                drain_fd(fd);
+            }
+        }
+        Self::after_poll(py, res)
+    }
+
+    fn after_poll(py: Python<'_>, res: std::io::Result<()>) -> PyResult<()> {
+        match res {
+            Ok(()) => py.check_signals(),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals(),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Steps 4–5: due timers to the ready queue, then run one batch.
+    fn run_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        {
+            let has_timers = !this.state.borrow_mut(py).timers.is_empty();
+            if has_timers {
+                let end_time = Self::now(slf)? + ferroloop_core::sys::monotonic_resolution();
+                let mut due: Vec<Py<PyAny>> = Vec::new();
+                this.state
+                    .borrow_mut(py)
+                    .timers
+                    .pop_due(end_time, |e| due.push(e.0));
+                if !due.is_empty() {
+                    for h in &due {
+                        // SAFETY: heap entries are timer handles; GIL held.
+                        unsafe { handles::set_unscheduled(h.as_ptr()) };
+                    }
+                    let mut st = this.state.borrow_mut(py);
+                    for h in due {
+                        st.ready.push(h);
+                    }
+                }
+            }
+        }
+
+        let ntodo = this.state.borrow_mut(py).ready.begin_batch();
+        let loop_any = slf.as_any();
+        for _ in 0..ntodo {
+            let Some(handle) = this.state.borrow_mut(py).ready.pop() else {
+                break;
+            };
+            let handle = handle.into_bound(py);
+            // SAFETY: everything in the ready queue is an asyncio.Handle.
+            if unsafe { handles::is_cancelled(handle.as_ptr()) } {
+                continue;
+            }
+            if this.debug_enabled() {
+                loop_any.call_method1(pyo3::intern!(py, "_run_handle_debug"), (&handle,))?;
+                continue;
+            }
+            match handles::run_handle(py, loop_any, &handle)? {
+                RunOutcome::Done => {}
+                RunOutcome::Propagate(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Empties the signal wake-up socket (its bytes are signal numbers; the handlers themselves
+/// run through `PyErr_CheckSignals`).
+fn drain_fd(fd: i32) {
+    let mut buf = [0u8; 256];
+    loop {
+        // SAFETY: `fd` is the read end of the wake-up socket, kept open by the Python side
+        // for as long as it is registered; `buf` is a valid writable buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            state: GilCell::new(State {
+                ready: ReadyQueue::new(),
+                timers: TimerHeap::new(),
+                signal_fd: None,
+            }),
+            events: GilCell::new(Some(Events::with_capacity(1024))),
+            poller: Poller::new()?,
+            stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            running: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            time_overridden: AtomicBool::new(false),
+            io_registrations: AtomicU64::new(0),
+        })
+    }
+
+    /// Return the time according to the event loop's clock (`time.monotonic()`).
+    fn time(&self) -> f64 {
+        ferroloop_core::monotonic()
+    }
+
+    /// Arrange for `callback(*args)` to be called soon, in FIFO order.
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon<'py>(
+        slf: &Bound<'py, Self>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug_enabled() {
+            let ctx = context.map(|c| c.unbind()).unwrap_or_else(|| py.None());
+            return slf.call_method1(
+                pyo3::intern!(py, "_call_soon_debug"),
+                (callback, args, ctx, "call_soon"),
+            );
+        }
+        let ctx = Self::context_or_copy(py, context)?;
+        let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
+        this.push_ready(py, handle.clone().unbind());
+        Ok(handle)
+    }
+
+    /// Like `call_soon`, but callable from any thread: wakes the loop if it is sleeping.
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe<'py>(
+        slf: &Bound<'py, Self>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let handle = if this.debug_enabled() {
+            let ctx = context.map(|c| c.unbind()).unwrap_or_else(|| py.None());
+            slf.call_method1(
+                pyo3::intern!(py, "_call_soon_debug"),
+                (callback, args, ctx, "call_soon_threadsafe"),
+            )?
+        } else {
+            let ctx = Self::context_or_copy(py, context)?;
+            let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
+            this.push_ready(py, handle.clone().unbind());
+            handle
+        };
+        this.poller.waker().wake();
+        Ok(handle)
+    }
+
+    /// Arrange for `callback(*args)` to be called after `delay` seconds.
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later<'py>(
+        slf: &Bound<'py, Self>,
+        delay: &Bound<'py, PyAny>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let this = slf.get();
+        if !this.time_overridden.load(Relaxed) {
+            let fast = if let Ok(f) = delay.cast::<PyFloat>() {
+                Some(f.value())
+            } else if delay.is_exact_instance_of::<pyo3::types::PyInt>() {
+                delay.extract::<f64>().ok()
+            } else {
+                None
+            };
+            if let Some(d) = fast {
+                let when = ferroloop_core::monotonic() + d;
+                let when_obj = PyFloat::new(py, when).into_any();
+                return Self::schedule_timer(slf, &when_obj, when, callback, args, context);
+            }
+        }
+        // General case: `self.time() + delay` with Python's arithmetic.
+        let now = slf.call_method0(pyo3::intern!(py, "time"))?;
+        let when_obj = now.add(delay)?;
+        let when = when_obj.extract::<f64>()?;
+        Self::schedule_timer(slf, &when_obj, when, callback, args, context)
+    }
+
+    /// Arrange for `callback(*args)` to be called at loop time `when`.
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at<'py>(
+        slf: &Bound<'py, Self>,
+        when: &Bound<'py, PyAny>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        slf.get().check_closed()?;
+        let when_f = when.extract::<f64>()?;
+        Self::schedule_timer(slf, when, when_f, callback, args, context)
+    }
+
+    /// Queue an already-built `asyncio.Handle` (the debug path builds them in Python).
+    fn _push_ready(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        Self::expect_handle(py, handle, false)?;
+        slf.get().push_ready(py, handle.clone().unbind());
+        Ok(())
+    }
+
+    /// Schedule an already-built `asyncio.TimerHandle` and mark it scheduled.
+    fn _push_timer(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        Self::expect_handle(py, handle, true)?;
+        let when = handle
+            .getattr(pyo3::intern!(py, "_when"))?
+            .extract::<f64>()?;
+        handle.setattr(pyo3::intern!(py, "_scheduled"), true)?;
+        slf.get().push_timer(py, when, handle.clone().unbind());
+        Ok(())
+    }
+
+    /// Called by `asyncio.TimerHandle.cancel` for handles built by asyncio's constructor.
+    fn _timer_handle_cancelled(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if handle
+            .getattr(pyo3::intern!(py, "_scheduled"))?
+            .is_truthy()?
+        {
+            slf.get().note_timer_cancelled(py);
+        }
+        Ok(())
+    }
+
+    /// Run one iteration of the event loop.
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::poll_once(slf)?;
+        Self::run_ready(slf)
+    }
+
+    /// Iterate until `stop()`; the Python side sets up the running state around this.
+    fn _run_forever_native(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        let result = (|| loop {
+            Self::poll_once(slf)?;
+            Self::run_ready(slf)?;
+            if this.stopping.load(Relaxed) {
+                return Ok(());
+            }
+        })();
+        this.stopping.store(false, Relaxed);
+        result
+    }
+
+    /// Stop running the event loop after the current batch of callbacks.
+    fn stop(&self) {
+        self.stopping.store(true, Relaxed);
+    }
+
+    fn is_running(&self) -> bool {
+        self.running.load(Relaxed)
+    }
+
+    fn _set_running(&self, running: bool) {
+        self.running.store(running, Relaxed);
+    }
+
+    /// Whether `stop()` was called and the loop has not stopped yet.
+    #[getter]
+    fn _stopping(&self) -> bool {
+        self.stopping.load(Relaxed)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    fn get_debug(&self) -> bool {
+        self.debug.load(Relaxed)
+    }
+
+    fn _set_debug_flag(&self, enabled: bool) {
+        self.debug.store(enabled, Relaxed);
+    }
+
+    fn _set_time_overridden(&self, overridden: bool) {
+        self.time_overridden.store(overridden, Relaxed);
+    }
+
+    /// Wake the loop if it sleeps in poll (asyncio's private `_write_to_self`).
+    fn _write_to_self(&self) {
+        self.poller.waker().wake();
+    }
+
+    /// Watch (fd >= 0) or stop watching (None) the signal wake-up socket's read end.
+    #[pyo3(signature = (fd))]
+    fn _set_signal_fd(&self, py: Python<'_>, fd: Option<i32>) -> PyResult<()> {
+        let old = std::mem::replace(&mut self.state.borrow_mut(py).signal_fd, fd);
+        if let Some(old_fd) = old {
+            // SAFETY: the Python side keeps the socket open until after this call.
+            let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(old_fd) };
+            let _ = self.poller.deregister(bfd);
+        }
+        if let Some(new_fd) = fd {
+            // SAFETY: as above: the socket outlives its registration.
+            let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(new_fd) };
+            self.poller
+                .register(bfd, SIGNAL_TOKEN, Interest::READABLE, Mode::Level)?;
+        }
+        Ok(())
+    }
+
+    /// Mark the loop closed and drop every queued callback and timer.
+    fn _close_native(&self, py: Python<'_>) {
+        self.closed.store(true, Relaxed);
+        let (ready, timers) = {
+            let mut st = self.state.borrow_mut(py);
+            (st.ready.drain_all(), st.timers.drain_all())
+        };
+        for t in &timers {
+            // SAFETY: heap entries are timer handles; GIL held.
+            unsafe { handles::set_unscheduled(t.0.as_ptr()) };
+        }
+        drop(ready);
+        drop(timers);
+    }
+
+    /// Number of callbacks in the ready queue (asyncio's `len(loop._ready)`).
+    fn _ready_count(&self, py: Python<'_>) -> usize {
+        self.state.borrow_mut(py).ready.len()
+    }
+
+    /// Number of timers in the heap, cancelled ones not yet dropped included
+    /// (asyncio's `len(loop._scheduled)`).
+    fn _timer_count(&self, py: Python<'_>) -> usize {
+        self.state.borrow_mut(py).timers.len()
+    }
+
+    /// Number of cancelled timers still in the heap (asyncio's `_timer_cancelled_count`).
+    #[getter]
+    fn _timer_cancelled_count(&self, py: Python<'_>) -> usize {
+        self.state.borrow_mut(py).timers.cancelled_count()
+    }
+}

@@ -1,0 +1,519 @@
+//! Handles: `asyncio.Handle` and `asyncio.TimerHandle`, made natively.
+//!
+//! Libraries check `isinstance(h, asyncio.Handle)` and read its attributes (`_callback`,
+//! `_args`, `_when`, `_cancelled`...), so ferroloop's handles are real instances of asyncio's
+//! classes: `ferroloop.Handle` and `ferroloop.TimerHandle` are empty-slotted Python subclasses
+//! of them, with one native method, `cancel`.
+//!
+//! asyncio's handle classes keep their state in `__slots__`, which CPython lays out at fixed
+//! offsets inside the object. At import we read those offsets from the classes' member
+//! descriptors (and check them against an instance built the ordinary way); after that,
+//! creating a handle is one allocation and a few pointer stores instead of running
+//! `Handle.__init__` in Python, and the run loop reads `_callback`/`_args`/`_context`
+//! straight from memory. Any `asyncio.Handle` works with the run loop, including the ones the
+//! debug path builds through the normal constructor (they carry a source traceback).
+
+use std::ffi::{c_char, CStr};
+use std::ptr;
+use std::sync::OnceLock;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+use crate::event_loop::LoopCore;
+
+/// Byte offsets of asyncio's handle slots inside a handle object.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    pub callback: isize,
+    pub args: isize,
+    pub cancelled: isize,
+    pub loop_: isize,
+    pub source_traceback: isize,
+    pub repr: isize,
+    pub context: isize,
+    pub scheduled: isize,
+    pub when: isize,
+}
+
+static LAYOUT: OnceLock<Layout> = OnceLock::new();
+static HANDLE_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static TIMER_HANDLE_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+#[inline]
+pub fn layout() -> &'static Layout {
+    // Set once in `init` before the module object is returned to Python.
+    LAYOUT
+        .get()
+        .expect("ferroloop handles are initialised at import")
+}
+
+/// Reads a slot: a borrowed pointer, NULL if the slot was never set.
+///
+/// # Safety
+/// `obj` must be a live `asyncio.Handle` instance (or `TimerHandle` for the timer slots) and
+/// the GIL must be held.
+#[inline]
+pub unsafe fn get_slot(obj: *mut ffi::PyObject, offset: isize) -> *mut ffi::PyObject {
+    // SAFETY: the caller guarantees `obj` has asyncio's handle layout, so `offset` (read from
+    // the class's own member descriptor) lies inside the object and holds a `PyObject*`.
+    unsafe { *(obj as *mut u8).offset(offset).cast::<*mut ffi::PyObject>() }
+}
+
+/// Stores a new strong reference in a slot and releases the old value.
+///
+/// # Safety
+/// As [`get_slot`]; `value` must be a strong reference that the slot takes over.
+#[inline]
+pub unsafe fn set_slot(obj: *mut ffi::PyObject, offset: isize, value: *mut ffi::PyObject) {
+    // SAFETY: as in `get_slot`; the old value is released after the store, so the object is
+    // consistent if the release runs arbitrary code.
+    unsafe {
+        let p = (obj as *mut u8).offset(offset).cast::<*mut ffi::PyObject>();
+        let old = *p;
+        *p = value;
+        ffi::Py_XDECREF(old);
+    }
+}
+
+#[inline]
+fn new_ref(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: callers pass live objects under the GIL.
+    unsafe { ffi::Py_INCREF(obj) };
+    obj
+}
+
+#[inline]
+fn py_bool(b: bool) -> *mut ffi::PyObject {
+    // SAFETY: the bool singletons are immortal-or-static objects; taking a new reference is
+    // always valid with the GIL held.
+    unsafe { new_ref(if b { ffi::Py_True() } else { ffi::Py_False() }) }
+}
+
+/// Whether the handle was cancelled (its `_cancelled` slot holds `True`).
+///
+/// # Safety
+/// `obj` must be a live `asyncio.Handle` and the GIL held.
+#[inline]
+pub unsafe fn is_cancelled(obj: *mut ffi::PyObject) -> bool {
+    // SAFETY: forwarded from the caller.
+    unsafe { get_slot(obj, layout().cancelled) == ffi::Py_True() }
+}
+
+pub fn handle_type(py: Python<'_>) -> &Bound<'_, PyType> {
+    HANDLE_TYPE.get(py).expect("initialised at import").bind(py)
+}
+
+pub fn timer_handle_type(py: Python<'_>) -> &Bound<'_, PyType> {
+    TIMER_HANDLE_TYPE
+        .get(py)
+        .expect("initialised at import")
+        .bind(py)
+}
+
+unsafe fn alloc(py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<*mut ffi::PyObject> {
+    let tp = ty.as_type_ptr();
+    // SAFETY: `tp` is one of our heap types; `tp_alloc` is `PyType_GenericAlloc`, which
+    // zero-fills the slots (NULL until we store them) and takes the type reference heap types
+    // need.
+    let obj = unsafe {
+        let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+        alloc(tp, 0)
+    };
+    if obj.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    Ok(obj)
+}
+
+/// A new `ferroloop.Handle` for `callback(*args)` in `context` (stolen reference), owned by
+/// `loop_`. This is asyncio's `Handle.__init__` for a loop that is not in debug mode.
+#[inline]
+pub fn new_handle<'py>(
+    py: Python<'py>,
+    callback: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    loop_: &Bound<'py, PyAny>,
+    context: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let l = layout();
+    // SAFETY: `alloc` returns a fresh, zeroed instance of our `Handle` subclass, whose layout
+    // is asyncio's; each store hands a new strong reference to a slot.
+    unsafe {
+        let obj = alloc(py, handle_type(py))?;
+        set_slot(obj, l.callback, new_ref(callback.as_ptr()));
+        set_slot(obj, l.args, new_ref(args.as_ptr()));
+        set_slot(obj, l.cancelled, py_bool(false));
+        set_slot(obj, l.loop_, new_ref(loop_.as_ptr()));
+        set_slot(obj, l.source_traceback, new_ref(ffi::Py_None()));
+        set_slot(obj, l.repr, new_ref(ffi::Py_None()));
+        set_slot(obj, l.context, context.into_ptr());
+        Ok(Bound::from_owned_ptr(py, obj))
+    }
+}
+
+/// A new, scheduled `ferroloop.TimerHandle` (asyncio's `TimerHandle.__init__` plus
+/// `_scheduled = True`). `when` is stored as given, as asyncio does.
+#[inline]
+pub fn new_timer_handle<'py>(
+    py: Python<'py>,
+    when: &Bound<'py, PyAny>,
+    callback: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    loop_: &Bound<'py, PyAny>,
+    context: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let l = layout();
+    // SAFETY: as in `new_handle`, for our `TimerHandle` subclass, which also has the
+    // `_scheduled` and `_when` slots.
+    unsafe {
+        let obj = alloc(py, timer_handle_type(py))?;
+        set_slot(obj, l.callback, new_ref(callback.as_ptr()));
+        set_slot(obj, l.args, new_ref(args.as_ptr()));
+        set_slot(obj, l.cancelled, py_bool(false));
+        set_slot(obj, l.loop_, new_ref(loop_.as_ptr()));
+        set_slot(obj, l.source_traceback, new_ref(ffi::Py_None()));
+        set_slot(obj, l.repr, new_ref(ffi::Py_None()));
+        set_slot(obj, l.context, context.into_ptr());
+        set_slot(obj, l.when, new_ref(when.as_ptr()));
+        set_slot(obj, l.scheduled, py_bool(true));
+        Ok(Bound::from_owned_ptr(py, obj))
+    }
+}
+
+/// Marks a timer handle as no longer in the heap (`_scheduled = False`).
+///
+/// # Safety
+/// `obj` must be a live `asyncio.TimerHandle`, GIL held.
+#[inline]
+pub unsafe fn set_unscheduled(obj: *mut ffi::PyObject) {
+    // SAFETY: forwarded from the caller.
+    unsafe { set_slot(obj, layout().scheduled, py_bool(false)) }
+}
+
+/// What running a handle produced.
+pub enum RunOutcome {
+    /// The callback returned, or raised an exception that was reported.
+    Done,
+    /// The callback raised KeyboardInterrupt or SystemExit: it propagates out of the loop.
+    Propagate(PyErr),
+}
+
+/// Runs `handle` as asyncio's `Handle._run` does: `context.run(callback, *args)`; an
+/// exception other than KeyboardInterrupt/SystemExit goes to the loop's exception handler
+/// (through `loop._callback_error`, which builds asyncio's context dict).
+#[inline]
+pub fn run_handle(
+    py: Python<'_>,
+    loop_: &Bound<'_, PyAny>,
+    handle: &Bound<'_, PyAny>,
+) -> PyResult<RunOutcome> {
+    let l = layout();
+    let h = handle.as_ptr();
+    // SAFETY: handles in the ready queue are `asyncio.Handle` instances (checked when they are
+    // queued). We take strong references to callback, args and context before the call,
+    // because the callback may cancel its own handle, which clears those slots.
+    let result = unsafe {
+        let cb = get_slot(h, l.callback);
+        let args = get_slot(h, l.args);
+        let ctx = get_slot(h, l.context);
+        if cb.is_null() || args.is_null() || ctx.is_null() || ffi::PyTuple_Check(args) == 0 {
+            // Not built by asyncio's constructor nor by us: let asyncio's own `_run` decide.
+            handle.call_method0("_run")?;
+            return Ok(RunOutcome::Done);
+        }
+        let cb = Bound::from_borrowed_ptr(py, cb);
+        let args = Bound::from_borrowed_ptr(py, args);
+        let ctx = Bound::from_borrowed_ptr(py, ctx);
+        let res = if ffi::PyContext_Enter(ctx.as_ptr()) == 0 {
+            let r = ffi::PyObject_Call(cb.as_ptr(), args.as_ptr(), ptr::null_mut());
+            if ffi::PyContext_Exit(ctx.as_ptr()) != 0 && !r.is_null() {
+                ffi::Py_DECREF(r);
+                ptr::null_mut()
+            } else {
+                r
+            }
+        } else {
+            ptr::null_mut()
+        };
+        if res.is_null() {
+            Err(PyErr::fetch(py))
+        } else {
+            ffi::Py_DECREF(res);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => Ok(RunOutcome::Done),
+        Err(err) => {
+            if err.is_instance_of::<PyKeyboardInterrupt>(py)
+                || err.is_instance_of::<PySystemExit>(py)
+            {
+                return Ok(RunOutcome::Propagate(err));
+            }
+            loop_.call_method1(
+                pyo3::intern!(py, "_callback_error"),
+                (handle, err.value(py)),
+            )?;
+            Ok(RunOutcome::Done)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The native `cancel` methods.
+
+/// asyncio's `Handle.cancel` (and `TimerHandle.cancel` when `timer`): mark cancelled, tell
+/// the loop if a scheduled timer left its live set, keep a repr in debug mode, and drop the
+/// callback and its arguments so they can be freed early.
+fn cancel_impl(py: Python<'_>, slf: &Bound<'_, PyAny>, timer: bool) -> PyResult<()> {
+    let l = layout();
+    let h = slf.as_ptr();
+    // SAFETY: `slf` is an instance of our handle subclasses (the method descriptor checks the
+    // receiver's type), so it has asyncio's layout.
+    unsafe {
+        if get_slot(h, l.cancelled) == ffi::Py_True() {
+            return Ok(());
+        }
+        let loop_ptr = get_slot(h, l.loop_);
+        let loop_ = if loop_ptr.is_null() {
+            None
+        } else {
+            Some(Bound::from_borrowed_ptr(py, loop_ptr))
+        };
+        let native = loop_.as_ref().and_then(|lp| lp.cast::<LoopCore>().ok());
+        if timer {
+            match (&native, &loop_) {
+                (Some(core), _) => {
+                    if get_slot(h, l.scheduled) == ffi::Py_True() {
+                        core.get().note_timer_cancelled(py);
+                    }
+                }
+                (None, Some(lp)) => {
+                    lp.call_method1(pyo3::intern!(py, "_timer_handle_cancelled"), (slf,))?;
+                }
+                (None, None) => {}
+            }
+        }
+        set_slot(h, l.cancelled, py_bool(true));
+        let debug = match (&native, &loop_) {
+            (Some(core), _) => core.get().debug_enabled(),
+            (None, Some(lp)) => lp
+                .call_method0(pyo3::intern!(py, "get_debug"))?
+                .is_truthy()?,
+            (None, None) => false,
+        };
+        if debug {
+            let r = slf.repr()?;
+            set_slot(h, l.repr, r.into_ptr());
+        }
+        set_slot(h, l.callback, new_ref(ffi::Py_None()));
+        set_slot(h, l.args, new_ref(ffi::Py_None()));
+    }
+    Ok(())
+}
+
+/// Runs `f` as the body of a C method: a Rust panic or a Python error becomes a raised
+/// exception and NULL; a panic never unwinds into the interpreter.
+fn trampoline(
+    f: impl FnOnce(Python<'_>) -> PyResult<()> + std::panic::UnwindSafe,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls C methods with the GIL held.
+    let py = unsafe { Python::assume_attached() };
+    let outcome = std::panic::catch_unwind(move || {
+        // SAFETY: as above, the GIL is held for the whole call.
+        let py = unsafe { Python::assume_attached() };
+        f(py)
+    });
+    match outcome {
+        Ok(Ok(())) => new_ref(unsafe { ffi::Py_None() }),
+        Ok(Err(err)) => {
+            err.restore(py);
+            ptr::null_mut()
+        }
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic in ferroloop".to_string());
+            pyo3::panic::PanicException::new_err(msg).restore(py);
+            ptr::null_mut()
+        }
+    }
+}
+
+unsafe extern "C" fn handle_cancel(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    trampoline(move |py| {
+        // SAFETY: CPython passes a live receiver.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+        cancel_impl(py, &slf, false)
+    })
+}
+
+unsafe extern "C" fn timer_handle_cancel(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    trampoline(move |py| {
+        // SAFETY: CPython passes a live receiver.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+        cancel_impl(py, &slf, true)
+    })
+}
+
+const CANCEL_DOC: &CStr =
+    c"Cancel the callback. If the callback has already run or been cancelled, do nothing.";
+
+/// Installs a METH_NOARGS method implemented in Rust on a Python class.
+fn install_method(
+    py: Python<'_>,
+    cls: &Bound<'_, PyType>,
+    name: &'static CStr,
+    func: unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject,
+    doc: &'static CStr,
+) -> PyResult<()> {
+    // The method table must outlive the class; classes live as long as the interpreter.
+    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: name.as_ptr() as *const c_char,
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: func },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: doc.as_ptr() as *const c_char,
+    }));
+    // SAFETY: `cls` is a live type object and `def` is 'static; the descriptor checks the
+    // receiver's type on every call.
+    let descr = unsafe {
+        let d = ffi::PyDescr_NewMethod(cls.as_type_ptr(), def);
+        if d.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Bound::from_owned_ptr(py, d)
+    };
+    cls.setattr(name.to_str().expect("ascii name"), descr)?;
+    Ok(())
+}
+
+/// Reads the offset of slot `name` from `cls.__dict__[name]`, a member descriptor.
+fn slot_offset(py: Python<'_>, cls: &Bound<'_, PyType>, name: &str) -> PyResult<isize> {
+    let member_type = py.import("types")?.getattr("MemberDescriptorType")?;
+    let dict = cls.getattr("__dict__")?;
+    let descr = dict.get_item(name)?;
+    if !descr.is_instance(&member_type)? {
+        return Err(PyRuntimeError::new_err(format!(
+            "asyncio.{}.{name} is not a slot; ferroloop cannot lay out handles",
+            cls.name()?
+        )));
+    }
+    // SAFETY: `descr` is a `member_descriptor`, i.e. a `PyMemberDescrObject`, whose
+    // `d_member` points at the class's static member table entry.
+    let (offset, type_code) = unsafe {
+        let m = descr.as_ptr() as *mut ffi::PyMemberDescrObject;
+        let def = (*m).d_member;
+        ((*def).offset, (*def).type_code)
+    };
+    if type_code != ffi::Py_T_OBJECT_EX {
+        return Err(PyRuntimeError::new_err(format!(
+            "asyncio handle slot {name} has an unexpected member type {type_code}"
+        )));
+    }
+    Ok(offset)
+}
+
+/// Creates `ferroloop.Handle` / `ferroloop.TimerHandle`, reads asyncio's slot layout and
+/// checks it against a handle built by asyncio's own constructor.
+pub fn init(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let events = py.import("asyncio.events")?;
+    let base_handle = events.getattr("Handle")?.cast_into::<PyType>()?;
+    let base_timer = events.getattr("TimerHandle")?.cast_into::<PyType>()?;
+
+    let layout = Layout {
+        callback: slot_offset(py, &base_handle, "_callback")?,
+        args: slot_offset(py, &base_handle, "_args")?,
+        cancelled: slot_offset(py, &base_handle, "_cancelled")?,
+        loop_: slot_offset(py, &base_handle, "_loop")?,
+        source_traceback: slot_offset(py, &base_handle, "_source_traceback")?,
+        repr: slot_offset(py, &base_handle, "_repr")?,
+        context: slot_offset(py, &base_handle, "_context")?,
+        scheduled: slot_offset(py, &base_timer, "_scheduled")?,
+        when: slot_offset(py, &base_timer, "_when")?,
+    };
+    let _ = LAYOUT.set(layout);
+
+    fn make<'py>(
+        py: Python<'py>,
+        name: &str,
+        base: &Bound<'py, PyType>,
+        doc: &str,
+    ) -> PyResult<Bound<'py, PyType>> {
+        let ns = PyDict::new(py);
+        ns.set_item("__slots__", PyTuple::empty(py))?;
+        ns.set_item("__module__", "ferroloop")?;
+        ns.set_item("__doc__", doc)?;
+        let builtins = py.import("builtins")?;
+        let cls = builtins
+            .getattr("type")?
+            .call1((name, (base,), ns))?
+            .cast_into::<PyType>()?;
+        Ok(cls)
+    }
+    let handle_cls = make(
+        py,
+        "Handle",
+        &base_handle,
+        "asyncio.Handle as ferroloop makes it: created natively, cancelled natively.",
+    )?;
+    let timer_cls = make(
+        py,
+        "TimerHandle",
+        &base_timer,
+        "asyncio.TimerHandle as ferroloop makes it: created natively, cancelled natively.",
+    )?;
+    install_method(py, &handle_cls, c"cancel", handle_cancel, CANCEL_DOC)?;
+    install_method(py, &timer_cls, c"cancel", timer_handle_cancel, CANCEL_DOC)?;
+    let _ = HANDLE_TYPE.set(py, handle_cls.clone().unbind());
+    let _ = TIMER_HANDLE_TYPE.set(py, timer_cls.clone().unbind());
+    m.add("Handle", handle_cls)?;
+    m.add("TimerHandle", timer_cls)?;
+    check_layout(py)
+}
+
+/// Builds a handle natively and reads it back through asyncio's descriptors: if CPython ever
+/// lays the slots out differently, import fails loudly instead of corrupting memory.
+fn check_layout(py: Python<'_>) -> PyResult<()> {
+    let cb = py.import("builtins")?.getattr("print")?;
+    let args = PyTuple::new(py, [1, 2])?;
+    let loop_ = py.import("builtins")?.getattr("object")?.call0()?;
+    // SAFETY: PyContext_New returns a new reference or NULL with an exception set.
+    let ctx = unsafe {
+        let c = ffi::PyContext_New();
+        if c.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Bound::from_owned_ptr(py, c)
+    };
+    let when = 12.5f64.into_pyobject(py)?.into_any();
+    let h = new_timer_handle(py, &when, &cb, &args, &loop_, ctx.clone())?;
+    let ok = h.getattr("_callback")?.is(&cb)
+        && h.getattr("_args")?.is(&args)
+        && h.getattr("_loop")?.is(&loop_)
+        && h.getattr("_context")?.is(&ctx)
+        && h.getattr("_when")?.is(&when)
+        && h.getattr("_cancelled")?
+            .is(&pyo3::types::PyBool::new(py, false))
+        && h.getattr("_scheduled")?
+            .is(&pyo3::types::PyBool::new(py, true))
+        && h.getattr("_repr")?.is_none()
+        && h.getattr("_source_traceback")?.is_none();
+    if !ok {
+        return Err(PyRuntimeError::new_err(
+            "asyncio's handle layout is not what ferroloop expects",
+        ));
+    }
+    Ok(())
+}

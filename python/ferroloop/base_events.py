@@ -1,0 +1,632 @@
+"""ferroloop.Loop: the event loop class users get.
+
+Why this file exists: asyncio's event loop has two kinds of work. What runs once per
+callback (scheduling, timers, the run loop) is native, in ``ferroloop._native.LoopCore``.
+What runs once per loop or per call of a rarely used method is here, in Python, where it is
+easy to read against asyncio's own ``base_events.py``: the run/stop lifecycle around the
+native loop, ``run_until_complete``, executors, the exception handler, debug-mode
+scheduling (which records where each handle was created) and async generator bookkeeping.
+
+The names mirror asyncio's ``BaseEventLoop`` so that a reader finds every concept under the
+name asyncio gives it. Behaviour is checked against stock asyncio by ``tests/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+import warnings
+import weakref
+from asyncio import events, format_helpers, futures, tasks
+from collections.abc import Callable
+from typing import Any
+
+from . import _native
+
+__all__ = ["Loop"]
+
+logger = logging.getLogger("asyncio")
+
+# Depth of the coroutine origin stack recorded in debug mode (asyncio's DEBUG_STACK_DEPTH).
+_DEBUG_STACK_DEPTH = 10
+
+# asyncio grew a ``debug`` parameter on _format_callback_source in 3.12.
+_FORMAT_TAKES_DEBUG = "debug" in inspect.signature(format_helpers._format_callback_source).parameters
+
+
+def _debug_mode_from_environment() -> bool:
+    """Debug mode as asyncio decides it for a new loop: ``-X dev`` or PYTHONASYNCIODEBUG."""
+    if sys.flags.dev_mode:
+        return True
+    return not sys.flags.ignore_environment and bool(os.environ.get("PYTHONASYNCIODEBUG"))
+
+
+def _format_handle(handle: asyncio.Handle) -> str:
+    """How a slow callback is named in the debug log: the task it steps, or the handle."""
+    callback = handle._callback
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, tasks.Task):
+        return repr(owner)
+    return str(handle)
+
+
+def _stop_loop_when_done(fut: asyncio.Future) -> None:
+    """Done-callback of run_until_complete's future: stop the loop it runs on.
+
+    A future that finished with SystemExit/KeyboardInterrupt already unwinds the loop by
+    raising; stopping it too would make the next run stop early.
+    """
+    if not fut.cancelled():
+        exc = fut.exception()
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            return
+    futures._get_loop(fut).stop()
+
+
+def _not_implemented(name: str, issue: int, what: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"ferroloop does not implement loop.{name}() yet: {what} land with issue #{issue}"
+    )
+
+
+class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
+    """An asyncio event loop whose scheduler, timers and poller are written in Rust."""
+
+    def __init__(self) -> None:
+        self._thread_id: int | None = None
+        self._exception_handler: Callable[[Any, dict], object] | None = None
+        self._default_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_shutdown_called = False
+        self._asyncgens: weakref.WeakSet = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._task_factory: Callable | None = None
+        self._current_handle: asyncio.Handle | None = None
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth: int | None = None
+        self._clock_resolution = time_resolution()
+        # In debug mode, callbacks that take longer than this are logged.
+        self.slow_callback_duration = 0.1
+        # Signal wake-up socket pair (main thread only), created on first run.
+        self._signal_rsock: socket.socket | None = None
+        self._signal_wsock: socket.socket | None = None
+        self._old_wakeup_fd: int | None = None
+        self._set_debug_flag(_debug_mode_from_environment())
+        if type(self).time is not _native.LoopCore.time:
+            self._set_time_overridden(True)
+
+    # -- a patched ``loop.time`` must keep driving the scheduler -----------------------------
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "time":
+            self._set_time_overridden(True)
+
+    def __delattr__(self, name: str) -> None:
+        super().__delattr__(name)
+        if name == "time":
+            self._set_time_overridden(
+                "time" in self.__dict__ or type(self).time is not _native.LoopCore.time
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"<{self.__class__.__name__} running={self.is_running()} "
+            f"closed={self.is_closed()} debug={self.get_debug()}>"
+        )
+
+    def __del__(self, _warn: Callable = warnings.warn) -> None:
+        if not self.is_closed():
+            _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
+            if not self.is_running():
+                self.close()
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def _check_closed(self) -> None:
+        if self.is_closed():
+            raise RuntimeError("Event loop is closed")
+
+    def _check_running(self) -> None:
+        if self.is_running():
+            raise RuntimeError("This event loop is already running")
+        if events._get_running_loop() is not None:
+            raise RuntimeError("Cannot run the event loop while another loop is running")
+
+    def _check_thread(self) -> None:
+        """Debug mode: non-thread-safe methods must be called from the loop's thread."""
+        if self._thread_id is None:
+            return
+        if threading.get_ident() != self._thread_id:
+            raise RuntimeError(
+                "Non-thread-safe operation invoked on an event loop other than the current one"
+            )
+
+    @staticmethod
+    def _check_callback(callback: object, method: str) -> None:
+        if asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback):
+            raise TypeError(f"coroutines cannot be used with {method}()")
+        if not callable(callback):
+            raise TypeError(
+                f"a callable object was expected by {method}(), got {callback!r}"
+            )
+
+    # -- running and stopping ----------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Run until stop() is called."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self.get_debug())
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._set_running(True)
+            self._watch_signal_wakeups()
+            self._run_forever_native()
+        finally:
+            self._unwatch_signal_wakeups()
+            self._set_running(False)
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def run_until_complete(self, future: Any) -> Any:
+        """Run until the future (a Future, coroutine or other awaitable) is done."""
+        self._check_closed()
+        self._check_running()
+        new_task = not futures.isfuture(future)
+        future = tasks.ensure_future(future, loop=self)
+        if new_task:
+            # A task made here is ours to reap: an exception it ends with is raised below,
+            # so the "exception was never retrieved" log would only be noise.
+            future._log_destroy_pending = False
+        future.add_done_callback(_stop_loop_when_done)
+        try:
+            self.run_forever()
+        except BaseException:
+            if new_task and future.done() and not future.cancelled():
+                # The loop was interrupted by the task's own exception (e.g.
+                # KeyboardInterrupt); mark it retrieved, it is being raised.
+                future.exception()
+            raise
+        finally:
+            future.remove_done_callback(_stop_loop_when_done)
+        if not future.done():
+            raise RuntimeError("Event loop stopped before Future completed.")
+        return future.result()
+
+    def close(self) -> None:
+        """Close the loop: drop pending callbacks, shut the default executor down (no wait)."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        if self.get_debug():
+            logger.debug("Close %r", self)
+        self._close_native()
+        for sock in (self._signal_rsock, self._signal_wsock):
+            if sock is not None:
+                sock.close()
+        self._signal_rsock = self._signal_wsock = None
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+
+    # -- Ctrl+C while the loop sleeps ------------------------------------------------------------
+    # A signal that arrives while the loop thread sleeps in epoll must wake it, so that the
+    # Python-level handler (KeyboardInterrupt for SIGINT) runs at once. The kernel may deliver
+    # the signal to any thread; CPython's C handler then writes the signal number to the
+    # wake-up fd, which the loop watches while it runs in the main thread.
+
+    def _watch_signal_wakeups(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if self._signal_rsock is None:
+            rsock, wsock = socket.socketpair()
+            rsock.setblocking(False)
+            wsock.setblocking(False)
+            self._signal_rsock, self._signal_wsock = rsock, wsock
+        assert self._signal_wsock is not None and self._signal_rsock is not None
+        try:
+            old = signal.set_wakeup_fd(self._signal_wsock.fileno(), warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            return
+        self._old_wakeup_fd = old
+        self._set_signal_fd(self._signal_rsock.fileno())
+
+    def _unwatch_signal_wakeups(self) -> None:
+        old = self._old_wakeup_fd
+        if old is None:
+            return
+        self._old_wakeup_fd = None
+        self._set_signal_fd(None)
+        try:
+            signal.set_wakeup_fd(old)
+        except (ValueError, OSError):
+            pass
+
+    # -- futures and tasks -------------------------------------------------------------------
+
+    def create_future(self) -> asyncio.Future:
+        return futures.Future(loop=self)
+
+    def create_task(self, coro: Any, *, name: str | None = None, context: Any = None) -> Any:
+        """Schedule a coroutine; return its Task (or what the task factory makes)."""
+        self._check_closed()
+        if self._task_factory is None:
+            task = tasks.Task(coro, loop=self, name=name, context=context)
+            if task._source_traceback:
+                del task._source_traceback[-1]
+            return task
+        if context is None:
+            task = self._task_factory(self, coro)
+        else:
+            task = self._task_factory(self, coro, context=context)
+        if name is not None:
+            set_name = getattr(task, "set_name", None)
+            if set_name is not None:
+                set_name(name)
+        return task
+
+    def set_task_factory(self, factory: Callable | None) -> None:
+        if factory is not None and not callable(factory):
+            raise TypeError("task factory must be a callable or None")
+        self._task_factory = factory
+
+    def get_task_factory(self) -> Callable | None:
+        return self._task_factory
+
+    # -- async generators --------------------------------------------------------------------
+
+    def _asyncgen_firstiter_hook(self, agen: Any) -> None:
+        if self._asyncgens_shutdown_called:
+            warnings.warn(
+                f"asynchronous generator {agen!r} was scheduled after "
+                f"loop.shutdown_asyncgens() call",
+                ResourceWarning,
+                source=self,
+            )
+        self._asyncgens.add(agen)
+
+    def _asyncgen_finalizer_hook(self, agen: Any) -> None:
+        self._asyncgens.discard(agen)
+        if not self.is_closed():
+            self.call_soon_threadsafe(self.create_task, agen.aclose())
+
+    async def shutdown_asyncgens(self) -> None:
+        """Close every async generator still alive on this loop."""
+        self._asyncgens_shutdown_called = True
+        if not len(self._asyncgens):
+            return
+        closing = list(self._asyncgens)
+        self._asyncgens.clear()
+        results = await tasks.gather(*[ag.aclose() for ag in closing], return_exceptions=True)
+        for result, agen in zip(results, closing):
+            if isinstance(result, Exception):
+                self.call_exception_handler(
+                    {
+                        "message": "an error occurred during closing of "
+                        f"asynchronous generator {agen!r}",
+                        "exception": result,
+                        "asyncgen": agen,
+                    }
+                )
+
+    # -- executors ---------------------------------------------------------------------------
+
+    def _check_default_executor(self) -> None:
+        if self._executor_shutdown_called:
+            raise RuntimeError("Executor shutdown has been called")
+
+    def run_in_executor(self, executor: Any, func: Callable, *args: Any) -> asyncio.Future:
+        self._check_closed()
+        if self.get_debug():
+            self._check_callback(func, "run_in_executor")
+        if executor is None:
+            executor = self._default_executor
+            self._check_default_executor()
+            if executor is None:
+                executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
+                self._default_executor = executor
+        return futures.wrap_future(executor.submit(func, *args), loop=self)
+
+    def set_default_executor(self, executor: Any) -> None:
+        if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+            raise TypeError("executor must be ThreadPoolExecutor instance")
+        self._default_executor = executor
+
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None:
+        """Wait for the default executor's threads (at most ``timeout`` seconds)."""
+        self._executor_shutdown_called = True
+        if self._default_executor is None:
+            return
+        future = self.create_future()
+        thread = threading.Thread(target=self._do_shutdown, args=(future,))
+        thread.start()
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            warnings.warn(
+                "The executor did not finishing joining "
+                f"its threads within {timeout} seconds.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self._default_executor.shutdown(wait=False)
+        else:
+            thread.join()
+
+    def _do_shutdown(self, future: asyncio.Future) -> None:
+        try:
+            assert self._default_executor is not None
+            self._default_executor.shutdown(wait=True)
+            if not self.is_closed():
+                self.call_soon_threadsafe(_set_result_unless_cancelled, future, None)
+        except Exception as ex:
+            if not self.is_closed() and not future.cancelled():
+                self.call_soon_threadsafe(future.set_exception, ex)
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def get_exception_handler(self) -> Callable | None:
+        return self._exception_handler
+
+    def set_exception_handler(self, handler: Callable | None) -> None:
+        if handler is not None and not callable(handler):
+            raise TypeError(f"A callable object or None is expected, got {handler!r}")
+        self._exception_handler = handler
+
+    def default_exception_handler(self, context: dict) -> None:
+        """Log the context to the 'asyncio' logger, as asyncio's loops do."""
+        message = context.get("message") or "Unhandled exception in event loop"
+        exception = context.get("exception")
+        exc_info: Any = (
+            (type(exception), exception, exception.__traceback__)
+            if exception is not None
+            else False
+        )
+        current = self._current_handle
+        if (
+            "source_traceback" not in context
+            and current is not None
+            and current._source_traceback
+        ):
+            context["handle_traceback"] = current._source_traceback
+        lines = [message]
+        for key in sorted(context):
+            if key in ("message", "exception"):
+                continue
+            value = context[key]
+            if key == "source_traceback":
+                formatted = "".join(traceback.format_list(value)).rstrip()
+                value = "Object created at (most recent call last):\n" + formatted
+            elif key == "handle_traceback":
+                formatted = "".join(traceback.format_list(value)).rstrip()
+                value = "Handle created at (most recent call last):\n" + formatted
+            else:
+                value = repr(value)
+            lines.append(f"{key}: {value}")
+        logger.error("\n".join(lines), exc_info=exc_info)
+
+    def call_exception_handler(self, context: dict) -> None:
+        """Pass the context to the user's handler, or to default_exception_handler."""
+        if self._exception_handler is None:
+            try:
+                self.default_exception_handler(context)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:
+                logger.error("Exception in default exception handler", exc_info=True)
+            return
+        try:
+            self._exception_handler(self, context)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            try:
+                self.default_exception_handler(
+                    {
+                        "message": "Unhandled error in exception handler",
+                        "exception": exc,
+                        "context": context,
+                    }
+                )
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:
+                logger.error(
+                    "Exception in default exception handler while handling an "
+                    "unexpected error in custom exception handler",
+                    exc_info=True,
+                )
+
+    def _callback_error(self, handle: asyncio.Handle, exc: BaseException) -> None:
+        """The native run loop's report of a callback that raised (asyncio's Handle._run)."""
+        if _FORMAT_TAKES_DEBUG:
+            source = format_helpers._format_callback_source(
+                handle._callback, handle._args, debug=self.get_debug()
+            )
+        else:
+            source = format_helpers._format_callback_source(handle._callback, handle._args)
+        context: dict[str, Any] = {
+            "message": f"Exception in callback {source}",
+            "exception": exc,
+            "handle": handle,
+        }
+        if handle._source_traceback:
+            context["source_traceback"] = handle._source_traceback
+        self.call_exception_handler(context)
+
+    # -- debug mode --------------------------------------------------------------------------
+
+    def set_debug(self, enabled: bool) -> None:
+        self._set_debug_flag(bool(enabled))
+        if self.is_running():
+            self.call_soon_threadsafe(self._set_coroutine_origin_tracking, enabled)
+
+    def _set_coroutine_origin_tracking(self, enabled: bool) -> None:
+        if bool(enabled) == bool(self._coroutine_origin_tracking_enabled):
+            return
+        if enabled:
+            self._coroutine_origin_tracking_saved_depth = sys.get_coroutine_origin_tracking_depth()
+            sys.set_coroutine_origin_tracking_depth(_DEBUG_STACK_DEPTH)
+        else:
+            sys.set_coroutine_origin_tracking_depth(self._coroutine_origin_tracking_saved_depth or 0)
+        self._coroutine_origin_tracking_enabled = enabled
+
+    def _call_soon_debug(
+        self, callback: Callable, args: tuple, context: Any, method: str
+    ) -> asyncio.Handle:
+        """call_soon / call_soon_threadsafe in debug mode: checked, with a source traceback."""
+        if method == "call_soon":
+            self._check_thread()
+        self._check_callback(callback, method)
+        handle = _native.Handle(callback, args, self, context)
+        if handle._source_traceback:
+            # Drop this frame: the traceback ends where the user called call_soon.
+            del handle._source_traceback[-1]
+        self._push_ready(handle)
+        return handle
+
+    def _call_at_debug(
+        self, when: Any, callback: Callable, args: tuple, context: Any
+    ) -> asyncio.TimerHandle:
+        """call_at / call_later in debug mode: checked, with a source traceback."""
+        self._check_thread()
+        self._check_callback(callback, "call_at")
+        timer = _native.TimerHandle(when, callback, args, self, context)
+        if timer._source_traceback:
+            del timer._source_traceback[-1]
+        self._push_timer(timer)
+        return timer
+
+    def _run_handle_debug(self, handle: asyncio.Handle) -> None:
+        """Run one callback in debug mode, logging it if it was slow."""
+        try:
+            self._current_handle = handle
+            t0 = self.time()
+            handle._run()
+            dt = self.time() - t0
+            if dt >= self.slow_callback_duration:
+                logger.warning("Executing %s took %.3f seconds", _format_handle(handle), dt)
+        finally:
+            self._current_handle = None
+
+    # -- methods of later issues: visibly not implemented -----------------------------------
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):  # noqa: A002
+        raise _not_implemented("getaddrinfo", 4, "name resolution and the socket API")
+
+    async def getnameinfo(self, sockaddr, flags=0):
+        raise _not_implemented("getnameinfo", 4, "name resolution and the socket API")
+
+    def add_reader(self, fd, callback, *args):
+        raise _not_implemented("add_reader", 4, "file descriptor watchers")
+
+    def remove_reader(self, fd):
+        raise _not_implemented("remove_reader", 4, "file descriptor watchers")
+
+    def add_writer(self, fd, callback, *args):
+        raise _not_implemented("add_writer", 4, "file descriptor watchers")
+
+    def remove_writer(self, fd):
+        raise _not_implemented("remove_writer", 4, "file descriptor watchers")
+
+    async def sock_recv(self, sock, nbytes):
+        raise _not_implemented("sock_recv", 4, "socket coroutines")
+
+    async def sock_recv_into(self, sock, buf):
+        raise _not_implemented("sock_recv_into", 4, "socket coroutines")
+
+    async def sock_recvfrom(self, sock, bufsize):
+        raise _not_implemented("sock_recvfrom", 4, "socket coroutines")
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        raise _not_implemented("sock_recvfrom_into", 4, "socket coroutines")
+
+    async def sock_sendall(self, sock, data):
+        raise _not_implemented("sock_sendall", 4, "socket coroutines")
+
+    async def sock_sendto(self, sock, data, address):
+        raise _not_implemented("sock_sendto", 4, "socket coroutines")
+
+    async def sock_connect(self, sock, address):
+        raise _not_implemented("sock_connect", 4, "socket coroutines")
+
+    async def sock_accept(self, sock):
+        raise _not_implemented("sock_accept", 4, "socket coroutines")
+
+    async def sock_sendfile(self, sock, file, offset=0, count=None, *, fallback=None):
+        raise _not_implemented("sock_sendfile", 4, "socket coroutines")
+
+    async def create_connection(self, protocol_factory, host=None, port=None, **kwargs):
+        raise _not_implemented("create_connection", 5, "stream transports")
+
+    async def create_server(self, protocol_factory, host=None, port=None, **kwargs):
+        raise _not_implemented("create_server", 5, "stream transports and servers")
+
+    async def create_unix_connection(self, protocol_factory, path=None, **kwargs):
+        raise _not_implemented("create_unix_connection", 5, "stream transports")
+
+    async def create_unix_server(self, protocol_factory, path=None, **kwargs):
+        raise _not_implemented("create_unix_server", 5, "stream transports and servers")
+
+    async def connect_accepted_socket(self, protocol_factory, sock, **kwargs):
+        raise _not_implemented("connect_accepted_socket", 5, "stream transports")
+
+    async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
+        raise _not_implemented("sendfile", 5, "stream transports")
+
+    async def start_tls(self, transport, protocol, sslcontext, **kwargs):
+        raise _not_implemented("start_tls", 7, "TLS")
+
+    async def create_datagram_endpoint(self, protocol_factory, local_addr=None,
+                                       remote_addr=None, **kwargs):
+        raise _not_implemented("create_datagram_endpoint", 9, "datagram transports")
+
+    async def connect_read_pipe(self, protocol_factory, pipe):
+        raise _not_implemented("connect_read_pipe", 8, "pipe transports")
+
+    async def connect_write_pipe(self, protocol_factory, pipe):
+        raise _not_implemented("connect_write_pipe", 8, "pipe transports")
+
+    async def subprocess_shell(self, protocol_factory, cmd, **kwargs):
+        raise _not_implemented("subprocess_shell", 8, "subprocesses")
+
+    async def subprocess_exec(self, protocol_factory, *args, **kwargs):
+        raise _not_implemented("subprocess_exec", 8, "subprocesses")
+
+    def add_signal_handler(self, sig, callback, *args):
+        raise _not_implemented("add_signal_handler", 8, "signal handlers")
+
+    def remove_signal_handler(self, sig):
+        raise _not_implemented("remove_signal_handler", 8, "signal handlers")
+
+
+def _set_result_unless_cancelled(fut: asyncio.Future, result: Any) -> None:
+    if not fut.cancelled():
+        fut.set_result(result)
+
+
+def time_resolution() -> float:
+    """Resolution of the clock behind loop.time() (asyncio's ``_clock_resolution``)."""
+    import time
+
+    return time.get_clock_info("monotonic").resolution

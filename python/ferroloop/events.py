@@ -1,0 +1,36 @@
+"""Loop creation and the event loop policy (asyncio's ``events`` module, ferroloop's part).
+
+A policy is how code that calls ``asyncio.new_event_loop()`` or ``asyncio.run()`` without a
+loop factory ends up on ferroloop: ``ferroloop.install()`` sets ``EventLoopPolicy`` as
+asyncio's policy. Python 3.14 deprecates policies in favour of loop factories
+(``asyncio.run(main(), loop_factory=ferroloop.new_event_loop)``); ``install()`` keeps working
+for as long as asyncio keeps the policy API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .base_events import Loop
+
+__all__ = ["EventLoopPolicy", "install", "new_event_loop"]
+
+
+def new_event_loop() -> Loop:
+    """Return a new ferroloop event loop."""
+    return Loop()
+
+
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """asyncio's default policy, except that the loops it makes are ferroloop loops."""
+
+    def new_event_loop(self) -> Loop:
+        return Loop()
+
+    def __repr__(self) -> str:
+        return f"<{self.__class__.__module__}.{self.__class__.__qualname__}>"
+
+
+def install() -> None:
+    """Make ferroloop the loop asyncio creates (sets ``EventLoopPolicy`` as the policy)."""
+    asyncio.set_event_loop_policy(EventLoopPolicy())
