@@ -28,7 +28,7 @@ use ferroloop_core::timers::Cancellable;
 use ferroloop_core::{Events, Interest, Mode, Poller, ReadyQueue, TimerHeap, Token};
 
 use crate::gil_cell::GilCell;
-use crate::handles::{self, RunOutcome};
+use crate::handles::{self, Queued, RunOutcome};
 
 /// asyncio's cap on one poll's timeout (`MAXIMUM_SELECT_TIMEOUT`).
 const MAX_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
@@ -36,7 +36,7 @@ const MAX_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
 const SIGNAL_TOKEN: Token = Token(u64::MAX - 1);
 
 /// A timer handle in the heap. The heap reads the cancel flag straight from the handle.
-struct TimerEntry(Py<PyAny>);
+struct TimerEntry(Queued);
 
 impl Cancellable for TimerEntry {
     #[inline]
@@ -48,7 +48,7 @@ impl Cancellable for TimerEntry {
 }
 
 struct State {
-    ready: ReadyQueue<Py<PyAny>>,
+    ready: ReadyQueue<Queued>,
     timers: TimerHeap<TimerEntry>,
     /// The signal wake-up fd the loop watches while it runs (`signal.set_wakeup_fd`).
     signal_fd: Option<i32>,
@@ -104,7 +104,7 @@ impl LoopCore {
 
     #[inline]
     fn push_ready(&self, py: Python<'_>, handle: Py<PyAny>) {
-        self.state.borrow_mut(py).ready.push(handle);
+        self.state.borrow_mut(py).ready.push(Queued::new(handle));
     }
 
     #[inline]
@@ -112,7 +112,7 @@ impl LoopCore {
         self.state
             .borrow_mut(py)
             .timers
-            .push(when, TimerEntry(handle));
+            .push(when, TimerEntry(Queued::new(handle)));
     }
 
     #[inline]
@@ -267,7 +267,7 @@ impl LoopCore {
             let has_timers = !this.state.borrow_mut(py).timers.is_empty();
             if has_timers {
                 let end_time = Self::now(slf)? + ferroloop_core::sys::monotonic_resolution();
-                let mut due: Vec<Py<PyAny>> = Vec::new();
+                let mut due: Vec<Queued> = Vec::new();
                 this.state
                     .borrow_mut(py)
                     .timers
@@ -291,7 +291,7 @@ impl LoopCore {
             let Some(handle) = this.state.borrow_mut(py).ready.pop() else {
                 break;
             };
-            let handle = handle.into_bound(py);
+            let handle = handle.into_inner().into_bound(py);
             // SAFETY: everything in the ready queue is an asyncio.Handle.
             if unsafe { handles::is_cancelled(handle.as_ptr()) } {
                 continue;

@@ -194,6 +194,67 @@ pub unsafe fn set_unscheduled(obj: *mut ffi::PyObject) {
     unsafe { set_slot(obj, layout().scheduled, py_bool(false)) }
 }
 
+/// A handle held by one of the loop's queues, hidden from the cycle collector meanwhile.
+///
+/// A program that keeps many timers pending (timeouts on idle connections, or a benchmark
+/// that schedules and cancels in a tight loop) would otherwise make every collection walk
+/// every pending handle. While a queue holds a handle it is alive by definition, and the
+/// collector treats references from an untracked object as external, so what the handle
+/// refers to is never collected early. The handle is tracked again when it leaves the queue,
+/// so a cycle through it (a callback that stores its own handle) is still collectable after.
+pub struct Queued(std::mem::ManuallyDrop<Py<PyAny>>);
+
+impl Queued {
+    #[inline]
+    pub fn new(handle: Py<PyAny>) -> Self {
+        let p = handle.as_ptr();
+        // SAFETY: `handle` is a live GC-enabled object (asyncio's handles have slots that hold
+        // objects) and the caller holds the GIL, as all queue operations do.
+        unsafe {
+            if ffi::PyObject_GC_IsTracked(p) == 1 {
+                ffi::PyObject_GC_UnTrack(p.cast());
+            }
+        }
+        Self(std::mem::ManuallyDrop::new(handle))
+    }
+
+    #[inline]
+    pub fn as_ptr(&self) -> *mut ffi::PyObject {
+        self.0.as_ptr()
+    }
+
+    #[inline]
+    fn retrack(&self) {
+        let p = self.0.as_ptr();
+        // SAFETY: the handle is alive (we own a reference) and queues are only emptied with
+        // the GIL held; tracking an untracked object is always allowed.
+        unsafe {
+            if ffi::PyObject_GC_IsTracked(p) == 0 {
+                ffi::PyObject_GC_Track(p.cast());
+            }
+        }
+    }
+
+    /// Leaves the queue: visible to the collector again.
+    #[inline]
+    pub fn into_inner(mut self) -> Py<PyAny> {
+        self.retrack();
+        // SAFETY: `self.0` is taken exactly once and `self` is forgotten right after, so the
+        // `Drop` below never sees the moved-out value.
+        let h = unsafe { std::mem::ManuallyDrop::take(&mut self.0) };
+        std::mem::forget(self);
+        h
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.retrack();
+        // SAFETY: dropped once, here; the value is not used again.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.0) };
+    }
+}
+
 /// What running a handle produced.
 pub enum RunOutcome {
     /// The callback returned, or raised an exception that was reported.
@@ -368,6 +429,24 @@ unsafe extern "C" fn timer_handle_cancel(
     })
 }
 
+unsafe extern "C" fn handle_get_context(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: the method descriptor guarantees `slf` is one of our handle types; the slot
+    // holds the context (set at creation, never cleared), returned as a new reference.
+    unsafe {
+        let ctx = get_slot(slf, layout().context);
+        if ctx.is_null() {
+            new_ref(ffi::Py_None())
+        } else {
+            new_ref(ctx)
+        }
+    }
+}
+
+const GET_CONTEXT_DOC: &CStr = c"Return the contextvars.Context the callback runs in.";
+
 const CANCEL_DOC: &CStr =
     c"Cancel the callback. If the callback has already run or been cancelled, do nothing.";
 
@@ -476,6 +555,10 @@ pub fn init(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     install_method(py, &handle_cls, c"cancel", handle_cancel, CANCEL_DOC)?;
     install_method(py, &timer_cls, c"cancel", timer_handle_cancel, CANCEL_DOC)?;
+    // asyncio has Handle.get_context() from 3.12 on; ferroloop's handles have it everywhere.
+    for cls in [&handle_cls, &timer_cls] {
+        install_method(py, cls, c"get_context", handle_get_context, GET_CONTEXT_DOC)?;
+    }
     let _ = HANDLE_TYPE.set(py, handle_cls.clone().unbind());
     let _ = TIMER_HANDLE_TYPE.set(py, timer_cls.clone().unbind());
     m.add("Handle", handle_cls)?;
