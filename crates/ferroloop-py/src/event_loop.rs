@@ -103,25 +103,27 @@ impl LoopCore {
     }
 
     #[inline]
-    fn push_ready(&self, py: Python<'_>, handle: Py<PyAny>) {
-        self.state.borrow_mut(py).ready.push(Queued::new(handle));
+    fn push_ready(&self, py: Python<'_>, handle: Queued) {
+        self.state.borrow_mut(py).ready.push(handle);
     }
 
     #[inline]
-    fn push_timer(&self, py: Python<'_>, when: f64, handle: Py<PyAny>) {
+    fn push_timer(&self, py: Python<'_>, when: f64, handle: Queued) {
         self.state
             .borrow_mut(py)
             .timers
-            .push(when, TimerEntry(Queued::new(handle)));
+            .push(when, TimerEntry(handle));
     }
 
+    /// The context a new handle runs in, and whether the loop made it (a copy of the current
+    /// context, for this handle alone).
     #[inline]
     fn context_or_copy<'py>(
         py: Python<'py>,
         context: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<(Bound<'py, PyAny>, bool)> {
         match context {
-            Some(ctx) => Ok(ctx),
+            Some(ctx) => Ok((ctx, false)),
             None => {
                 // SAFETY: PyContext_CopyCurrent returns a new reference or NULL with an
                 // exception set; the GIL is held.
@@ -130,7 +132,7 @@ impl LoopCore {
                     if c.is_null() {
                         Err(PyErr::fetch(py))
                     } else {
-                        Ok(Bound::from_owned_ptr(py, c))
+                        Ok((Bound::from_owned_ptr(py, c), true))
                     }
                 }
             }
@@ -156,9 +158,10 @@ impl LoopCore {
                 (when_obj, callback, args, ctx),
             );
         }
-        let ctx = Self::context_or_copy(py, context)?;
+        let (ctx, fresh) = Self::context_or_copy(py, context)?;
+        let fresh = fresh.then(|| ctx.clone().unbind());
         let handle = handles::new_timer_handle(py, when_obj, callback, args, slf.as_any(), ctx)?;
-        this.push_timer(py, when, handle.clone().unbind());
+        this.push_timer(py, when, Queued::new(handle.clone().unbind(), fresh));
         Ok(handle)
     }
 
@@ -371,9 +374,10 @@ impl LoopCore {
                 (callback, args, ctx, "call_soon"),
             );
         }
-        let ctx = Self::context_or_copy(py, context)?;
+        let (ctx, fresh) = Self::context_or_copy(py, context)?;
+        let fresh = fresh.then(|| ctx.clone().unbind());
         let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
-        this.push_ready(py, handle.clone().unbind());
+        this.push_ready(py, Queued::new(handle.clone().unbind(), fresh));
         Ok(handle)
     }
 
@@ -395,9 +399,10 @@ impl LoopCore {
                 (callback, args, ctx, "call_soon_threadsafe"),
             )?
         } else {
-            let ctx = Self::context_or_copy(py, context)?;
+            let (ctx, fresh) = Self::context_or_copy(py, context)?;
+            let fresh = fresh.then(|| ctx.clone().unbind());
             let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
-            this.push_ready(py, handle.clone().unbind());
+            this.push_ready(py, Queued::new(handle.clone().unbind(), fresh));
             handle
         };
         this.poller.waker().wake();
@@ -460,7 +465,8 @@ impl LoopCore {
     fn _push_ready(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         Self::expect_handle(py, handle, false)?;
-        slf.get().push_ready(py, handle.clone().unbind());
+        slf.get()
+            .push_ready(py, Queued::new(handle.clone().unbind(), None));
         Ok(())
     }
 
@@ -472,7 +478,8 @@ impl LoopCore {
             .getattr(pyo3::intern!(py, "_when"))?
             .extract::<f64>()?;
         handle.setattr(pyo3::intern!(py, "_scheduled"), true)?;
-        slf.get().push_timer(py, when, handle.clone().unbind());
+        slf.get()
+            .push_timer(py, when, Queued::new(handle.clone().unbind(), None));
         Ok(())
     }
 

@@ -14,6 +14,7 @@
 //! debug path builds through the normal constructor (they carry a source traceback).
 
 use std::ffi::{c_char, CStr};
+use std::mem::ManuallyDrop;
 use std::ptr;
 use std::sync::OnceLock;
 
@@ -202,46 +203,71 @@ pub unsafe fn set_unscheduled(obj: *mut ffi::PyObject) {
 /// collector treats references from an untracked object as external, so what the handle
 /// refers to is never collected early. The handle is tracked again when it leaves the queue,
 /// so a cycle through it (a callback that stores its own handle) is still collectable after.
-pub struct Queued(std::mem::ManuallyDrop<Py<PyAny>>);
+pub struct Queued {
+    handle: ManuallyDrop<Py<PyAny>>,
+    /// A context the loop copied for this handle alone (`context=None`), untracked with it.
+    /// Held strongly so it cannot be freed while untracked even if `_context` is reassigned.
+    fresh_context: Option<ManuallyDrop<Py<PyAny>>>,
+}
+
+#[inline]
+fn untrack(p: *mut ffi::PyObject) {
+    // SAFETY: callers pass live GC-enabled objects with the GIL held.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(p) == 1 {
+            ffi::PyObject_GC_UnTrack(p.cast());
+        }
+    }
+}
+
+#[inline]
+fn retrack(p: *mut ffi::PyObject) {
+    // SAFETY: callers pass live GC-enabled objects with the GIL held; tracking an untracked
+    // object is always allowed.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(p) == 0 {
+            ffi::PyObject_GC_Track(p.cast());
+        }
+    }
+}
 
 impl Queued {
+    /// Queues `handle`; `fresh_context` is the context the loop copied for it, if any.
     #[inline]
-    pub fn new(handle: Py<PyAny>) -> Self {
-        let p = handle.as_ptr();
-        // SAFETY: `handle` is a live GC-enabled object (asyncio's handles have slots that hold
-        // objects) and the caller holds the GIL, as all queue operations do.
-        unsafe {
-            if ffi::PyObject_GC_IsTracked(p) == 1 {
-                ffi::PyObject_GC_UnTrack(p.cast());
-            }
+    pub fn new(handle: Py<PyAny>, fresh_context: Option<Py<PyAny>>) -> Self {
+        untrack(handle.as_ptr());
+        if let Some(ctx) = &fresh_context {
+            untrack(ctx.as_ptr());
         }
-        Self(std::mem::ManuallyDrop::new(handle))
+        Self {
+            handle: ManuallyDrop::new(handle),
+            fresh_context: fresh_context.map(ManuallyDrop::new),
+        }
     }
 
     #[inline]
     pub fn as_ptr(&self) -> *mut ffi::PyObject {
-        self.0.as_ptr()
+        self.handle.as_ptr()
     }
 
     #[inline]
-    fn retrack(&self) {
-        let p = self.0.as_ptr();
-        // SAFETY: the handle is alive (we own a reference) and queues are only emptied with
-        // the GIL held; tracking an untracked object is always allowed.
-        unsafe {
-            if ffi::PyObject_GC_IsTracked(p) == 0 {
-                ffi::PyObject_GC_Track(p.cast());
-            }
+    fn release(&mut self) -> Py<PyAny> {
+        retrack(self.handle.as_ptr());
+        if let Some(ctx) = self.fresh_context.as_mut() {
+            retrack(ctx.as_ptr());
+            // SAFETY: taken once; `fresh_context` is set to None right after.
+            drop(unsafe { ManuallyDrop::take(ctx) });
         }
+        self.fresh_context = None;
+        // SAFETY: `release` runs exactly once per value: from `into_inner` (which forgets
+        // `self` afterwards) or from `drop`.
+        unsafe { ManuallyDrop::take(&mut self.handle) }
     }
 
     /// Leaves the queue: visible to the collector again.
     #[inline]
     pub fn into_inner(mut self) -> Py<PyAny> {
-        self.retrack();
-        // SAFETY: `self.0` is taken exactly once and `self` is forgotten right after, so the
-        // `Drop` below never sees the moved-out value.
-        let h = unsafe { std::mem::ManuallyDrop::take(&mut self.0) };
+        let h = self.release();
         std::mem::forget(self);
         h
     }
@@ -249,9 +275,7 @@ impl Queued {
 
 impl Drop for Queued {
     fn drop(&mut self) {
-        self.retrack();
-        // SAFETY: dropped once, here; the value is not used again.
-        unsafe { std::mem::ManuallyDrop::drop(&mut self.0) };
+        drop(self.release());
     }
 }
 
@@ -588,9 +612,9 @@ fn check_layout(py: Python<'_>) -> PyResult<()> {
         && h.getattr("_context")?.is(&ctx)
         && h.getattr("_when")?.is(&when)
         && h.getattr("_cancelled")?
-            .is(&pyo3::types::PyBool::new(py, false))
+            .is(pyo3::types::PyBool::new(py, false))
         && h.getattr("_scheduled")?
-            .is(&pyo3::types::PyBool::new(py, true))
+            .is(pyo3::types::PyBool::new(py, true))
         && h.getattr("_repr")?.is_none()
         && h.getattr("_source_traceback")?.is_none();
     if !ok {

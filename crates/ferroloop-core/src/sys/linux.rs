@@ -66,6 +66,10 @@ impl SysEvents {
         self.buf.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
         self.buf.iter().map(|e| {
             let flags = e.flags;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets everything up (scripts/bootstrap.sh) and runs every test: lints, the Rust engine's
+# cargo tests, and the pytest behaviour suite (each test on stock asyncio and on ferroloop).
+# Extra arguments go to pytest.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+echo "== setup"
+bash scripts/bootstrap.sh
+
+echo "== lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+.venv/bin/ruff check python tests benchmarks
+
+echo "== cargo test (engine)"
+# ferroloop-py is a Python extension (it links against the interpreter that loads it), so its
+# behaviour is tested from Python below; the engine crate is tested on its own.
+cargo test -p ferroloop-core --quiet
+
+echo "== pytest"
+.venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
