@@ -379,7 +379,7 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
             self._default_executor.shutdown(wait=True)
             if not self.is_closed():
                 self.call_soon_threadsafe(_set_result_unless_cancelled, future, None)
-        except Exception as ex:
+        except Exception as ex:  # noqa: BLE001 - any failure is handed to the awaiting task
             if not self.is_closed() and not future.cancelled():
                 self.call_soon_threadsafe(future.set_exception, ex)
 
@@ -433,13 +433,13 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException:
-                logger.error("Exception in default exception handler", exc_info=True)
+                logger.exception("Exception in default exception handler")
             return
         try:
             self._exception_handler(self, context)
         except (SystemExit, KeyboardInterrupt):
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - a broken handler must not kill the loop
             try:
                 self.default_exception_handler(
                     {
@@ -451,10 +451,9 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException:
-                logger.error(
+                logger.exception(
                     "Exception in default exception handler while handling an "
-                    "unexpected error in custom exception handler",
-                    exc_info=True,
+                    "unexpected error in custom exception handler"
                 )
 
     def _callback_error(self, handle: asyncio.Handle, exc: BaseException) -> None:
@@ -531,7 +530,7 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
 
     # -- methods of later issues: visibly not implemented -----------------------------------
 
-    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):  # noqa: A002
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
         raise _not_implemented("getaddrinfo", 4, "name resolution and the socket API")
 
     async def getnameinfo(self, sockaddr, flags=0):

@@ -165,6 +165,114 @@ impl LoopCore {
         Ok(handle)
     }
 
+    // The scheduling methods. Python reaches them through the vectorcall entry points in
+    // `fastcall.rs`, installed on the class at import.
+
+    /// Arrange for `callback(*args)` to be called soon, in FIFO order.
+    pub fn call_soon_entry<'py>(
+        slf: &Bound<'py, Self>,
+        _prefix: Option<&Bound<'py, PyAny>>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug_enabled() {
+            let ctx = context.map(|c| c.unbind()).unwrap_or_else(|| py.None());
+            return slf.call_method1(
+                pyo3::intern!(py, "_call_soon_debug"),
+                (callback, args, ctx, "call_soon"),
+            );
+        }
+        let (ctx, fresh) = Self::context_or_copy(py, context)?;
+        let fresh = fresh.then(|| ctx.clone().unbind());
+        let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
+        this.push_ready(py, Queued::new(handle.clone().unbind(), fresh));
+        Ok(handle)
+    }
+
+    /// Like `call_soon`, but callable from any thread: wakes the loop if it is sleeping.
+    pub fn call_soon_threadsafe_entry<'py>(
+        slf: &Bound<'py, Self>,
+        _prefix: Option<&Bound<'py, PyAny>>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let handle = if this.debug_enabled() {
+            let ctx = context.map(|c| c.unbind()).unwrap_or_else(|| py.None());
+            slf.call_method1(
+                pyo3::intern!(py, "_call_soon_debug"),
+                (callback, args, ctx, "call_soon_threadsafe"),
+            )?
+        } else {
+            let (ctx, fresh) = Self::context_or_copy(py, context)?;
+            let fresh = fresh.then(|| ctx.clone().unbind());
+            let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
+            this.push_ready(py, Queued::new(handle.clone().unbind(), fresh));
+            handle
+        };
+        this.poller.waker().wake();
+        Ok(handle)
+    }
+
+    /// Arrange for `callback(*args)` to be called after `delay` seconds.
+    pub fn call_later_entry<'py>(
+        slf: &Bound<'py, Self>,
+        delay: Option<&Bound<'py, PyAny>>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let delay = delay.expect("parsed by fastcall");
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let this = slf.get();
+        if !this.time_overridden.load(Relaxed) {
+            let fast = if let Ok(f) = delay.cast::<PyFloat>() {
+                Some(f.value())
+            } else if delay.is_exact_instance_of::<pyo3::types::PyInt>() {
+                delay.extract::<f64>().ok()
+            } else {
+                None
+            };
+            if let Some(d) = fast {
+                let when = ferroloop_core::monotonic() + d;
+                let when_obj = PyFloat::new(py, when).into_any();
+                return Self::schedule_timer(slf, &when_obj, when, callback, args, context);
+            }
+        }
+        // General case: `self.time() + delay` with Python's arithmetic.
+        let now = slf.call_method0(pyo3::intern!(py, "time"))?;
+        let when_obj = now.add(delay)?;
+        let when = when_obj.extract::<f64>()?;
+        Self::schedule_timer(slf, &when_obj, when, callback, args, context)
+    }
+
+    /// Arrange for `callback(*args)` to be called at loop time `when`.
+    pub fn call_at_entry<'py>(
+        slf: &Bound<'py, Self>,
+        when: Option<&Bound<'py, PyAny>>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let when = when.expect("parsed by fastcall");
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        slf.get().check_closed()?;
+        let when_f = when.extract::<f64>()?;
+        Self::schedule_timer(slf, when, when_f, callback, args, context)
+    }
+
     /// Checks that `obj` is an `asyncio.Handle` before it enters a native queue.
     fn expect_handle(py: Python<'_>, obj: &Bound<'_, PyAny>, timer: bool) -> PyResult<()> {
         let events = py.import("asyncio.events")?;
@@ -354,111 +462,6 @@ impl LoopCore {
     /// Return the time according to the event loop's clock (`time.monotonic()`).
     fn time(&self) -> f64 {
         ferroloop_core::monotonic()
-    }
-
-    /// Arrange for `callback(*args)` to be called soon, in FIFO order.
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon<'py>(
-        slf: &Bound<'py, Self>,
-        callback: &Bound<'py, PyAny>,
-        args: &Bound<'py, PyTuple>,
-        context: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_closed()?;
-        if this.debug_enabled() {
-            let ctx = context.map(|c| c.unbind()).unwrap_or_else(|| py.None());
-            return slf.call_method1(
-                pyo3::intern!(py, "_call_soon_debug"),
-                (callback, args, ctx, "call_soon"),
-            );
-        }
-        let (ctx, fresh) = Self::context_or_copy(py, context)?;
-        let fresh = fresh.then(|| ctx.clone().unbind());
-        let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
-        this.push_ready(py, Queued::new(handle.clone().unbind(), fresh));
-        Ok(handle)
-    }
-
-    /// Like `call_soon`, but callable from any thread: wakes the loop if it is sleeping.
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe<'py>(
-        slf: &Bound<'py, Self>,
-        callback: &Bound<'py, PyAny>,
-        args: &Bound<'py, PyTuple>,
-        context: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_closed()?;
-        let handle = if this.debug_enabled() {
-            let ctx = context.map(|c| c.unbind()).unwrap_or_else(|| py.None());
-            slf.call_method1(
-                pyo3::intern!(py, "_call_soon_debug"),
-                (callback, args, ctx, "call_soon_threadsafe"),
-            )?
-        } else {
-            let (ctx, fresh) = Self::context_or_copy(py, context)?;
-            let fresh = fresh.then(|| ctx.clone().unbind());
-            let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
-            this.push_ready(py, Queued::new(handle.clone().unbind(), fresh));
-            handle
-        };
-        this.poller.waker().wake();
-        Ok(handle)
-    }
-
-    /// Arrange for `callback(*args)` to be called after `delay` seconds.
-    #[pyo3(signature = (delay, callback, *args, context=None))]
-    fn call_later<'py>(
-        slf: &Bound<'py, Self>,
-        delay: &Bound<'py, PyAny>,
-        callback: &Bound<'py, PyAny>,
-        args: &Bound<'py, PyTuple>,
-        context: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        if delay.is_none() {
-            return Err(PyTypeError::new_err("delay must not be None"));
-        }
-        let this = slf.get();
-        if !this.time_overridden.load(Relaxed) {
-            let fast = if let Ok(f) = delay.cast::<PyFloat>() {
-                Some(f.value())
-            } else if delay.is_exact_instance_of::<pyo3::types::PyInt>() {
-                delay.extract::<f64>().ok()
-            } else {
-                None
-            };
-            if let Some(d) = fast {
-                let when = ferroloop_core::monotonic() + d;
-                let when_obj = PyFloat::new(py, when).into_any();
-                return Self::schedule_timer(slf, &when_obj, when, callback, args, context);
-            }
-        }
-        // General case: `self.time() + delay` with Python's arithmetic.
-        let now = slf.call_method0(pyo3::intern!(py, "time"))?;
-        let when_obj = now.add(delay)?;
-        let when = when_obj.extract::<f64>()?;
-        Self::schedule_timer(slf, &when_obj, when, callback, args, context)
-    }
-
-    /// Arrange for `callback(*args)` to be called at loop time `when`.
-    #[pyo3(signature = (when, callback, *args, context=None))]
-    fn call_at<'py>(
-        slf: &Bound<'py, Self>,
-        when: &Bound<'py, PyAny>,
-        callback: &Bound<'py, PyAny>,
-        args: &Bound<'py, PyTuple>,
-        context: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if when.is_none() {
-            return Err(PyTypeError::new_err("when cannot be None"));
-        }
-        slf.get().check_closed()?;
-        let when_f = when.extract::<f64>()?;
-        Self::schedule_timer(slf, when, when_f, callback, args, context)
     }
 
     /// Queue an already-built `asyncio.Handle` (the debug path builds them in Python).

@@ -9,6 +9,7 @@
 //! imported.
 
 mod event_loop;
+mod fastcall;
 mod gil_cell;
 mod handles;
 
@@ -18,6 +19,7 @@ use pyo3::prelude::*;
 fn _native(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     handles::init(py, m)?;
+    fastcall::init(py)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,0 +1,268 @@
+//! Vectorcall entry points for the scheduling methods.
+//!
+//! `call_soon` and friends run once per callback, and asyncio's C `Task` and `Future` call
+//! `loop.call_soon(step, context=ctx)` for every task step and done callback. PyO3's generic
+//! argument parser costs a noticeable share of that call (a keyword-name search, a fresh
+//! `*args` tuple built through a slice), so these four methods take CPython's
+//! `METH_FASTCALL | METH_KEYWORDS` calling convention directly: positional arguments arrive
+//! as an array, the only keyword is `context`. The methods are installed on `LoopCore` at
+//! import, replacing nothing else; their logic lives in `event_loop.rs`.
+
+use std::ffi::{c_char, CStr};
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple, PyType};
+
+use crate::event_loop::LoopCore;
+
+/// The parsed form of `method(*prefix, callback, *args, context=None)`.
+struct Parsed<'py> {
+    prefix: Option<Bound<'py, PyAny>>,
+    callback: Bound<'py, PyAny>,
+    args: Bound<'py, PyTuple>,
+    context: Option<Bound<'py, PyAny>>,
+}
+
+/// Parses a vectorcall argument array for a method with `npre` (0 or 1) leading positional
+/// parameters named `pre_name`, then `callback`, `*args` and keyword-only `context`.
+///
+/// # Safety
+/// `args` must point at `nargs` positional arguments followed by one value per entry of
+/// `kwnames` (CPython's vectorcall convention), all live for the duration of the call.
+unsafe fn parse<'py>(
+    py: Python<'py>,
+    method: &str,
+    pre_name: &str,
+    npre: usize,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<Parsed<'py>> {
+    let nargs = nargs as usize;
+    let nkw = if kwnames.is_null() {
+        0
+    } else {
+        // SAFETY: `kwnames` is a tuple of strings when not NULL.
+        unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
+    };
+    let mut context = None;
+    let mut kw_pre = None;
+    let mut kw_callback = None;
+    for i in 0..nkw {
+        // SAFETY: index < size of the kwnames tuple; values follow the positionals.
+        let (name, value) = unsafe {
+            (
+                Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t)),
+                Bound::from_borrowed_ptr(py, *args.add(nargs + i)),
+            )
+        };
+        let name = name.cast_into::<PyString>()?;
+        let name = name.to_str()?;
+        let (slot, position) = match name {
+            "context" => {
+                if !value.is_none() {
+                    context = Some(value);
+                }
+                continue;
+            }
+            "callback" => (&mut kw_callback, npre),
+            n if npre == 1 && n == pre_name => (&mut kw_pre, 0),
+            _ => {
+                return Err(PyTypeError::new_err(format!(
+                    "{method}() got an unexpected keyword argument '{name}'"
+                )))
+            }
+        };
+        if nargs > position {
+            return Err(PyTypeError::new_err(format!(
+                "{method}() got multiple values for argument '{name}'"
+            )));
+        }
+        *slot = Some(value);
+    }
+    let have_pre = npre == 0 || nargs >= 1 || kw_pre.is_some();
+    let have_callback = nargs > npre || kw_callback.is_some();
+    if !have_pre || !have_callback {
+        let missing = if !have_pre && !have_callback {
+            format!("2 required positional arguments: '{pre_name}' and 'callback'")
+        } else if !have_pre {
+            format!("1 required positional argument: '{pre_name}'")
+        } else {
+            "1 required positional argument: 'callback'".to_string()
+        };
+        return Err(PyTypeError::new_err(format!(
+            "{method}() missing {missing}"
+        )));
+    }
+    if kw_callback.is_some() || kw_pre.is_some() {
+        // Keyword form: no `*args` can follow a parameter given by keyword.
+        // SAFETY: indices < nargs.
+        let prefix = match kw_pre {
+            Some(p) => Some(p),
+            None if npre == 1 => Some(unsafe { Bound::from_borrowed_ptr(py, *args) }),
+            None => None,
+        };
+        let callback = match kw_callback {
+            Some(c) => c,
+            // SAFETY: nargs > npre was checked above.
+            None => unsafe { Bound::from_borrowed_ptr(py, *args.add(npre)) },
+        };
+        return Ok(Parsed {
+            prefix,
+            callback,
+            args: PyTuple::empty(py),
+            context,
+        });
+    }
+    // SAFETY: all indices below are < nargs.
+    unsafe {
+        let prefix = (npre == 1).then(|| Bound::from_borrowed_ptr(py, *args));
+        let callback = Bound::from_borrowed_ptr(py, *args.add(npre));
+        let rest = nargs - npre - 1;
+        let tuple = ffi::PyTuple_New(rest as ffi::Py_ssize_t);
+        if tuple.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        for j in 0..rest {
+            let item = *args.add(npre + 1 + j);
+            ffi::Py_INCREF(item);
+            ffi::PyTuple_SET_ITEM(tuple, j as ffi::Py_ssize_t, item);
+        }
+        let args = Bound::from_owned_ptr(py, tuple).cast_into_unchecked::<PyTuple>();
+        Ok(Parsed {
+            prefix,
+            callback,
+            args,
+            context,
+        })
+    }
+}
+
+/// Turns a `PyResult` into a C return value; panics become `PanicException`.
+fn finish(f: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls C methods with the GIL held.
+    let py = unsafe { Python::assume_attached() };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(py))) {
+        Ok(Ok(obj)) => obj,
+        Ok(Err(err)) => {
+            err.restore(py);
+            std::ptr::null_mut()
+        }
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic in ferroloop".to_string());
+            pyo3::panic::PanicException::new_err(msg).restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+macro_rules! entry_point {
+    ($fn_name:ident, $method:literal, $pre_name:literal, $npre:literal, $impl:path) => {
+        unsafe extern "C" fn $fn_name(
+            slf: *mut ffi::PyObject,
+            args: *const *mut ffi::PyObject,
+            nargs: ffi::Py_ssize_t,
+            kwnames: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            finish(|py| {
+                // SAFETY: the method descriptor only calls us with a `LoopCore` instance.
+                let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+                let slf = slf.cast::<LoopCore>()?;
+                // SAFETY: CPython's vectorcall convention, forwarded as received.
+                let p = unsafe { parse(py, $method, $pre_name, $npre, args, nargs, kwnames)? };
+                let handle = $impl(slf, p.prefix.as_ref(), &p.callback, &p.args, p.context)?;
+                Ok(handle.into_ptr())
+            })
+        }
+    };
+}
+
+entry_point!(call_soon, "call_soon", "", 0, LoopCore::call_soon_entry);
+entry_point!(
+    call_soon_threadsafe,
+    "call_soon_threadsafe",
+    "",
+    0,
+    LoopCore::call_soon_threadsafe_entry
+);
+entry_point!(
+    call_later,
+    "call_later",
+    "delay",
+    1,
+    LoopCore::call_later_entry
+);
+entry_point!(call_at, "call_at", "when", 1, LoopCore::call_at_entry);
+
+type FastFn = unsafe extern "C" fn(
+    *mut ffi::PyObject,
+    *const *mut ffi::PyObject,
+    ffi::Py_ssize_t,
+    *mut ffi::PyObject,
+) -> *mut ffi::PyObject;
+
+fn install(
+    py: Python<'_>,
+    cls: &Bound<'_, PyType>,
+    name: &'static CStr,
+    func: FastFn,
+    doc: &'static CStr,
+) -> PyResult<()> {
+    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: name.as_ptr() as *const c_char,
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: func,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: doc.as_ptr() as *const c_char,
+    }));
+    // SAFETY: `cls` is a live type and `def` is 'static; the descriptor checks the receiver.
+    let descr = unsafe {
+        let d = ffi::PyDescr_NewMethod(cls.as_type_ptr(), def);
+        if d.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Bound::from_owned_ptr(py, d)
+    };
+    cls.setattr(name.to_str().expect("ascii"), descr)
+}
+
+/// Installs the four scheduling methods on `LoopCore`.
+pub fn init(py: Python<'_>) -> PyResult<()> {
+    let cls = py.get_type::<LoopCore>();
+    install(
+        py,
+        &cls,
+        c"call_soon",
+        call_soon,
+        c"call_soon($self, callback, /, *args, context=None)\n--\n\nArrange for callback(*args) to be called soon, in FIFO order.",
+    )?;
+    install(
+        py,
+        &cls,
+        c"call_soon_threadsafe",
+        call_soon_threadsafe,
+        c"call_soon_threadsafe($self, callback, /, *args, context=None)\n--\n\nLike call_soon(), but callable from any thread; wakes a sleeping loop.",
+    )?;
+    install(
+        py,
+        &cls,
+        c"call_later",
+        call_later,
+        c"call_later($self, delay, callback, /, *args, context=None)\n--\n\nArrange for callback(*args) to be called after delay seconds.",
+    )?;
+    install(
+        py,
+        &cls,
+        c"call_at",
+        call_at,
+        c"call_at($self, when, callback, /, *args, context=None)\n--\n\nArrange for callback(*args) to be called at loop time when.",
+    )?;
+    Ok(())
+}
