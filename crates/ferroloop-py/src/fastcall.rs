@@ -31,6 +31,7 @@ struct Parsed<'py> {
 /// # Safety
 /// `args` must point at `nargs` positional arguments followed by one value per entry of
 /// `kwnames` (CPython's vectorcall convention), all live for the duration of the call.
+#[inline(always)]
 unsafe fn parse<'py>(
     py: Python<'py>,
     method: &str,

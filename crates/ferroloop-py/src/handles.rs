@@ -115,19 +115,38 @@ pub fn timer_handle_type(py: Python<'_>) -> &Bound<'_, PyType> {
         .bind(py)
 }
 
+/// Allocates an instance of one of our handle types with every slot NULL. The object starts
+/// *untracked* by the cycle collector: it goes straight into a loop queue, which keeps it
+/// untracked anyway (see [`Queued`]), and is tracked when it leaves the queue.
+///
+/// # Safety
+/// `ty` must be one of our handle types (GC-enabled heap types with only object slots and no
+/// instance dict); the GIL must be held.
 unsafe fn alloc(py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<*mut ffi::PyObject> {
     let tp = ty.as_type_ptr();
-    // SAFETY: `tp` is one of our heap types; `tp_alloc` is `PyType_GenericAlloc`, which
-    // zero-fills the slots (NULL until we store them) and takes the type reference heap types
-    // need.
-    let obj = unsafe {
-        let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
-        alloc(tp, 0)
-    };
-    if obj.is_null() {
-        return Err(PyErr::fetch(py));
+    // SAFETY: `PyObject_GC_New` allocates `tp_basicsize` bytes (plus the GC header), sets the
+    // refcount and type (taking the reference heap types need) and leaves the object
+    // untracked. The slots after the object header are zeroed before anyone can see them.
+    unsafe {
+        let obj: *mut ffi::PyObject = ffi::PyObject_GC_New(tp);
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        let header = std::mem::size_of::<ffi::PyObject>();
+        let size = (*tp).tp_basicsize as usize;
+        ptr::write_bytes((obj as *mut u8).add(header), 0, size - header);
+        Ok(obj)
     }
-    Ok(obj)
+}
+
+/// Stores a new strong reference in a slot that is still NULL.
+///
+/// # Safety
+/// As [`set_slot`], and the slot must not hold a reference yet (fresh from [`alloc`]).
+#[inline(always)]
+unsafe fn init_slot(obj: *mut ffi::PyObject, offset: isize, value: *mut ffi::PyObject) {
+    // SAFETY: forwarded from the caller.
+    unsafe { *(obj as *mut u8).offset(offset).cast::<*mut ffi::PyObject>() = value }
 }
 
 /// A new `ferroloop.Handle` for `callback(*args)` in `context` (stolen reference), owned by
@@ -145,13 +164,13 @@ pub fn new_handle<'py>(
     // is asyncio's; each store hands a new strong reference to a slot.
     unsafe {
         let obj = alloc(py, handle_type(py))?;
-        set_slot(obj, l.callback, new_ref(callback.as_ptr()));
-        set_slot(obj, l.args, new_ref(args.as_ptr()));
-        set_slot(obj, l.cancelled, py_bool(false));
-        set_slot(obj, l.loop_, new_ref(loop_.as_ptr()));
-        set_slot(obj, l.source_traceback, new_ref(ffi::Py_None()));
-        set_slot(obj, l.repr, new_ref(ffi::Py_None()));
-        set_slot(obj, l.context, context.into_ptr());
+        init_slot(obj, l.callback, new_ref(callback.as_ptr()));
+        init_slot(obj, l.args, new_ref(args.as_ptr()));
+        init_slot(obj, l.cancelled, py_bool(false));
+        init_slot(obj, l.loop_, new_ref(loop_.as_ptr()));
+        init_slot(obj, l.source_traceback, new_ref(ffi::Py_None()));
+        init_slot(obj, l.repr, new_ref(ffi::Py_None()));
+        init_slot(obj, l.context, context.into_ptr());
         Ok(Bound::from_owned_ptr(py, obj))
     }
 }
@@ -172,15 +191,15 @@ pub fn new_timer_handle<'py>(
     // `_scheduled` and `_when` slots.
     unsafe {
         let obj = alloc(py, timer_handle_type(py))?;
-        set_slot(obj, l.callback, new_ref(callback.as_ptr()));
-        set_slot(obj, l.args, new_ref(args.as_ptr()));
-        set_slot(obj, l.cancelled, py_bool(false));
-        set_slot(obj, l.loop_, new_ref(loop_.as_ptr()));
-        set_slot(obj, l.source_traceback, new_ref(ffi::Py_None()));
-        set_slot(obj, l.repr, new_ref(ffi::Py_None()));
-        set_slot(obj, l.context, context.into_ptr());
-        set_slot(obj, l.when, new_ref(when.as_ptr()));
-        set_slot(obj, l.scheduled, py_bool(true));
+        init_slot(obj, l.callback, new_ref(callback.as_ptr()));
+        init_slot(obj, l.args, new_ref(args.as_ptr()));
+        init_slot(obj, l.cancelled, py_bool(false));
+        init_slot(obj, l.loop_, new_ref(loop_.as_ptr()));
+        init_slot(obj, l.source_traceback, new_ref(ffi::Py_None()));
+        init_slot(obj, l.repr, new_ref(ffi::Py_None()));
+        init_slot(obj, l.context, context.into_ptr());
+        init_slot(obj, l.when, new_ref(when.as_ptr()));
+        init_slot(obj, l.scheduled, py_bool(true));
         Ok(Bound::from_owned_ptr(py, obj))
     }
 }
@@ -212,12 +231,9 @@ pub struct Queued {
 
 #[inline]
 fn untrack(p: *mut ffi::PyObject) {
-    // SAFETY: callers pass live GC-enabled objects with the GIL held.
-    unsafe {
-        if ffi::PyObject_GC_IsTracked(p) == 1 {
-            ffi::PyObject_GC_UnTrack(p.cast());
-        }
-    }
+    // SAFETY: callers pass live GC-enabled objects with the GIL held; `PyObject_GC_UnTrack`
+    // does nothing for an object that is not tracked.
+    unsafe { ffi::PyObject_GC_UnTrack(p.cast()) }
 }
 
 #[inline]
