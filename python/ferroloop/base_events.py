@@ -263,12 +263,11 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
 
     # -- futures and tasks -------------------------------------------------------------------
 
-    def create_future(self) -> asyncio.Future:
-        return futures.Future(loop=self)
+    # create_future() and create_task() are native (LoopCore); create_task comes here in
+    # debug mode or when a task factory is set.
 
-    def create_task(self, coro: Any, *, name: str | None = None, context: Any = None) -> Any:
-        """Schedule a coroutine; return its Task (or what the task factory makes)."""
-        self._check_closed()
+    def _create_task_slow(self, coro: Any, name: str | None, context: Any) -> Any:
+        """create_task with a task factory, or in debug mode (trimmed source traceback)."""
         if self._task_factory is None:
             task = tasks.Task(coro, loop=self, name=name, context=context)
             if task._source_traceback:
@@ -288,6 +287,7 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
         if factory is not None and not callable(factory):
             raise TypeError("task factory must be a callable or None")
         self._task_factory = factory
+        self._set_has_task_factory(factory is not None)
 
     def get_task_factory(self) -> Callable | None:
         return self._task_factory

@@ -70,6 +70,8 @@ pub struct LoopCore {
     /// File descriptors registered by users of the loop (watchers, transports). While there
     /// are none, a zero-timeout poll is skipped.
     io_registrations: AtomicU64,
+    /// A task factory is set: `create_task` takes the Python path.
+    has_task_factory: AtomicBool,
 }
 
 impl LoopCore {
@@ -399,24 +401,93 @@ impl LoopCore {
         let ntodo = this.state.borrow_mut(py).ready.begin_batch();
         let loop_any = slf.as_any();
         for _ in 0..ntodo {
-            let Some(handle) = this.state.borrow_mut(py).ready.pop() else {
+            let Some(queued) = this.state.borrow_mut(py).ready.pop() else {
                 break;
             };
-            let handle = handle.into_inner().into_bound(py);
             // SAFETY: everything in the ready queue is an asyncio.Handle.
-            if unsafe { handles::is_cancelled(handle.as_ptr()) } {
+            if unsafe { handles::is_cancelled(queued.as_ptr()) } {
+                queued.finish();
                 continue;
             }
-            if this.debug_enabled() {
-                loop_any.call_method1(pyo3::intern!(py, "_run_handle_debug"), (&handle,))?;
-                continue;
-            }
-            match handles::run_handle(py, loop_any, &handle)? {
+            let outcome = {
+                // SAFETY: `queued` keeps the handle alive while this borrow exists; it is
+                // dropped before `finish` looks at the reference count.
+                let handle = unsafe { Bound::from_borrowed_ptr(py, queued.as_ptr()) };
+                if this.debug_enabled() {
+                    loop_any
+                        .call_method1(pyo3::intern!(py, "_run_handle_debug"), (&handle,))
+                        .map(|_| RunOutcome::Done)
+                } else {
+                    handles::run_handle(py, loop_any, &handle)
+                }
+            };
+            queued.finish();
+            match outcome? {
                 RunOutcome::Done => {}
                 RunOutcome::Propagate(err) => return Err(err),
             }
         }
         Ok(())
+    }
+}
+
+static FUTURES_MODULE: pyo3::sync::PyOnceLock<Py<PyModule>> = pyo3::sync::PyOnceLock::new();
+static TASKS_MODULE: pyo3::sync::PyOnceLock<Py<PyModule>> = pyo3::sync::PyOnceLock::new();
+
+/// `asyncio.futures`; its `Future` is looked up per call, as asyncio does, so a patched
+/// class is honoured.
+fn futures_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    Ok(FUTURES_MODULE
+        .get_or_try_init(py, || py.import("asyncio.futures").map(Bound::unbind))?
+        .bind(py))
+}
+
+/// `asyncio.tasks`, for `Task` (looked up per call like `Future`).
+fn tasks_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    Ok(TASKS_MODULE
+        .get_or_try_init(py, || py.import("asyncio.tasks").map(Bound::unbind))?
+        .bind(py))
+}
+
+static FUTURE_KWNAMES: pyo3::sync::PyOnceLock<Py<PyTuple>> = pyo3::sync::PyOnceLock::new();
+static TASK_KWNAMES: pyo3::sync::PyOnceLock<Py<PyTuple>> = pyo3::sync::PyOnceLock::new();
+
+/// A cached tuple of keyword names for [`vectorcall`].
+fn kwnames<'a>(
+    py: Python<'a>,
+    cell: &'a pyo3::sync::PyOnceLock<Py<PyTuple>>,
+    names: &[&str],
+) -> PyResult<&'a Bound<'a, PyTuple>> {
+    Ok(cell
+        .get_or_try_init(py, || {
+            let names: Vec<Bound<'_, pyo3::types::PyString>> = names
+                .iter()
+                .map(|n| pyo3::types::PyString::intern(py, n))
+                .collect();
+            PyTuple::new(py, names).map(Bound::unbind)
+        })?
+        .bind(py))
+}
+
+/// `callable(*args[..nargs], **dict(zip(kwnames, args[nargs..])))` without building a dict.
+/// `args` are borrowed pointers of live objects.
+fn vectorcall<'py>(
+    py: Python<'py>,
+    callable: &Bound<'py, PyAny>,
+    args: &[*mut ffi::PyObject],
+    nargs: usize,
+    kwnames: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    assert_eq!(args.len(), nargs + kwnames.len());
+    // SAFETY: `args` holds borrowed pointers to objects the caller keeps alive for the call:
+    // `nargs` positionals followed by one value per keyword name, as vectorcall requires.
+    unsafe {
+        let r = ffi::PyObject_Vectorcall(callable.as_ptr(), args.as_ptr(), nargs, kwnames.as_ptr());
+        if r.is_null() {
+            Err(PyErr::fetch(py))
+        } else {
+            Ok(Bound::from_owned_ptr(py, r))
+        }
     }
 }
 
@@ -456,12 +527,51 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             time_overridden: AtomicBool::new(false),
             io_registrations: AtomicU64::new(0),
+            has_task_factory: AtomicBool::new(false),
         })
     }
 
     /// Return the time according to the event loop's clock (`time.monotonic()`).
     fn time(&self) -> f64 {
         ferroloop_core::monotonic()
+    }
+
+    /// Create a Future attached to the loop (`asyncio.Future(loop=self)`).
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let cls = futures_module(py)?.getattr(pyo3::intern!(py, "Future"))?;
+        let kwnames = kwnames(py, &FUTURE_KWNAMES, &["loop"])?;
+        vectorcall(py, &cls, &[slf.as_ptr()], 0, kwnames)
+    }
+
+    /// Schedule a coroutine on the loop and return its Task.
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let none = py.None().into_bound(py);
+        let name = name.unwrap_or(&none);
+        let context = context.unwrap_or(&none);
+        if this.debug_enabled() || this.has_task_factory.load(Relaxed) {
+            return slf.call_method1(
+                pyo3::intern!(py, "_create_task_slow"),
+                (coro, name, context),
+            );
+        }
+        let cls = tasks_module(py)?.getattr(pyo3::intern!(py, "Task"))?;
+        let kwnames = kwnames(py, &TASK_KWNAMES, &["loop", "name", "context"])?;
+        let args = [coro.as_ptr(), slf.as_ptr(), name.as_ptr(), context.as_ptr()];
+        vectorcall(py, &cls, &args, 1, kwnames)
+    }
+
+    fn _set_has_task_factory(&self, present: bool) {
+        self.has_task_factory.store(present, Relaxed);
     }
 
     /// Queue an already-built `asyncio.Handle` (the debug path builds them in Python).

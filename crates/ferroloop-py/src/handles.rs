@@ -280,12 +280,32 @@ impl Queued {
         unsafe { ManuallyDrop::take(&mut self.handle) }
     }
 
-    /// Leaves the queue: visible to the collector again.
+    /// The loop is done with this handle (it ran, or was skipped as cancelled). If nobody
+    /// else holds the handle, it is freed right here, so it is not tracked again first (the
+    /// common case: `call_soon`'s return value was discarded); otherwise it rejoins the
+    /// collector's view as in [`Queued::into_inner`].
+    ///
+    /// Only the handle may die untracked: its type deallocates through CPython's
+    /// `subtype_dealloc`, which untracks conditionally. Many built-in types, `Context` among
+    /// them, unlink themselves from the collector's list unconditionally in their dealloc, so
+    /// the context is always tracked again before our reference goes.
     #[inline]
-    pub fn into_inner(mut self) -> Py<PyAny> {
-        let h = self.release();
+    pub fn finish(mut self) {
+        let h = self.handle.as_ptr();
+        // SAFETY: we own a reference to the handle (so the count is at least 1), GIL held.
+        let sole = unsafe { ffi::Py_REFCNT(h) } == 1;
+        if let Some(ctx) = self.fresh_context.take() {
+            let ctx = ManuallyDrop::into_inner(ctx);
+            retrack(ctx.as_ptr());
+            drop(ctx);
+        }
+        if !sole {
+            retrack(h);
+        }
+        // SAFETY: taken once; `self` is forgotten right after, so `Drop` never runs.
+        let handle = unsafe { ManuallyDrop::take(&mut self.handle) };
         std::mem::forget(self);
-        h
+        drop(handle);
     }
 }
 
