@@ -2,7 +2,8 @@
 #
 # The implementation lives in crates/ferroloop-py/src: ``LoopCore`` in event_loop.rs,
 # ``Handle``/``TimerHandle`` in handles.rs. Keep this file in step with the
-# ``#[pymethods]`` block of ``LoopCore`` (names and signatures exactly).
+# ``#[pymethods]`` block of ``LoopCore`` and the vectorcall methods of fastcall.rs
+# (call_soon, call_soon_threadsafe, call_later, call_at; names and signatures exactly).
 
 import asyncio
 from collections.abc import Callable
@@ -57,6 +58,17 @@ class LoopCore:
     ) -> TimerHandle: ...
 
     # -- queueing handles built elsewhere (debug mode, foreign handles) ---------------------
+    # -- futures and tasks -------------------------------------------------------------------
+    def create_future(self) -> asyncio.Future[Any]: ...
+    def create_task(
+        self,
+        coro: Any,
+        *,
+        name: str | None = None,
+        context: Context | None = None,
+    ) -> asyncio.Task[Any]: ...
+    def _set_has_task_factory(self, present: bool) -> None: ...
+
     def _push_ready(self, handle: asyncio.Handle) -> None: ...
     def _push_timer(self, handle: asyncio.TimerHandle) -> None: ...
     def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None: ...
