@@ -542,3 +542,35 @@ def test_closed_loop_still_answers_queries(loop):
     fut = loop.create_future()  # surprising: asyncio's create_future() does not check either
     assert isinstance(fut, asyncio.Future)
     assert fut.get_loop() is loop
+
+
+def test_deep_chain_of_handles_is_freed(loop):
+    # Each handle's arguments hold the previous handle, so freeing the last one frees them
+    # all in a cascade. asyncio's handles go through CPython's trashcan; ferroloop's own
+    # deallocator must bound its recursion the same way (no stack overflow, nothing leaked).
+    import weakref
+
+    n = 200_000
+    first = loop.call_later(3600, lambda *a: None, None)
+    first_ref = weakref.ref(first)
+    prev = first
+    del first
+    for _ in range(n):
+        prev = loop.call_later(3600, lambda *a: None, prev)
+    for _ in range(n):
+        prev = loop.call_soon(lambda *a: None, prev)
+    loop.close()  # drops the queued references; `prev` now holds the whole chain
+    assert first_ref() is not None
+    del prev
+    assert first_ref() is None
+
+
+def test_handle_weakref_is_cleared_when_handle_dies(loop):
+    import weakref
+
+    h = loop.call_soon(lambda: None)
+    ref = weakref.ref(h)
+    del h
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert ref() is None

@@ -538,6 +538,141 @@ fn install_method(
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------
+// Deallocation.
+//
+// Every callback frees one handle, and CPython's generic deallocator for classes with
+// `__slots__` (`subtype_dealloc`) walks the class hierarchy to find the slots, checks for
+// finalizers and enters the "trashcan" that bounds recursion: about 300 instructions where
+// the work is a few reference drops. Our two classes have a fixed layout and no finalizer, so
+// they get a direct deallocator. Recursion stays bounded by a trashcan of our own: past a
+// small nesting depth (a handle whose arguments hold the last reference to another handle,
+// and so on) an object is parked on a list and freed once the outermost deallocation
+// finishes, one level deep.
+
+/// Slot offsets to clear, per class: 7 for `Handle`, 9 for `TimerHandle`.
+static HANDLE_SLOTS: OnceLock<Vec<isize>> = OnceLock::new();
+static TIMER_SLOTS: OnceLock<Vec<isize>> = OnceLock::new();
+/// How deep the deallocator is nested right now (only touched with the GIL held).
+static DEALLOC_DEPTH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+const MAX_DEALLOC_DEPTH: u32 = 32;
+/// Handles whose deallocation was postponed to bound the recursion (addresses; GIL held).
+static DEFERRED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+unsafe extern "C" fn handle_dealloc(obj: *mut ffi::PyObject) {
+    // SAFETY: CPython calls tp_dealloc with the GIL held on an object whose refcount reached
+    // zero, and only for instances of our (final) handle classes.
+    unsafe { dealloc_entry(obj) }
+}
+
+unsafe fn slots_of(obj: *mut ffi::PyObject) -> &'static [isize] {
+    // SAFETY: `obj` is a live instance of one of our two handle classes.
+    let is_timer = unsafe {
+        ffi::Py_TYPE(obj) == TIMER_HANDLE_TYPE_PTR.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let slots = if is_timer {
+        &TIMER_SLOTS
+    } else {
+        &HANDLE_SLOTS
+    };
+    slots
+        .get()
+        .expect("handle types are initialised before any handle exists")
+}
+
+static TIMER_HANDLE_TYPE_PTR: std::sync::atomic::AtomicPtr<ffi::PyTypeObject> =
+    std::sync::atomic::AtomicPtr::new(ptr::null_mut());
+
+unsafe fn dealloc_entry(obj: *mut ffi::PyObject) {
+    use std::sync::atomic::Ordering::Relaxed;
+    // SAFETY: see `handle_dealloc`.
+    unsafe {
+        // Untracked first, as CPython requires before the object's memory goes.
+        ffi::PyObject_GC_UnTrack(obj.cast());
+        if DEALLOC_DEPTH.load(Relaxed) >= MAX_DEALLOC_DEPTH {
+            DEFERRED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(obj as usize);
+            return;
+        }
+        DEALLOC_DEPTH.fetch_add(1, Relaxed);
+        free_handle(obj);
+        DEALLOC_DEPTH.fetch_sub(1, Relaxed);
+        if DEALLOC_DEPTH.load(Relaxed) == 0 {
+            loop {
+                let next = DEFERRED.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some(next) = next else { break };
+                DEALLOC_DEPTH.fetch_add(1, Relaxed);
+                free_handle(next as *mut ffi::PyObject);
+                DEALLOC_DEPTH.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// What `subtype_dealloc` does for a class with slots, a weakref slot, no `__dict__` and no
+/// finalizer: clear weak references, drop every slot, free the memory, drop the type.
+unsafe fn free_handle(obj: *mut ffi::PyObject) {
+    // SAFETY: `obj` has a zero refcount, is untracked and is an instance of our classes.
+    unsafe {
+        let tp = ffi::Py_TYPE(obj);
+        let weaklist = (obj as *mut u8)
+            .offset((*tp).tp_weaklistoffset)
+            .cast::<*mut ffi::PyObject>();
+        if !(*weaklist).is_null() {
+            ffi::PyObject_ClearWeakRefs(obj);
+        }
+        for &off in slots_of(obj) {
+            let p = (obj as *mut u8).offset(off).cast::<*mut ffi::PyObject>();
+            let old = *p;
+            *p = ptr::null_mut();
+            ffi::Py_XDECREF(old);
+        }
+        let free = (*tp).tp_free.expect("GC types have tp_free");
+        free(obj.cast());
+        // Instances of heap types own a reference to their type.
+        ffi::Py_DECREF(tp.cast());
+    }
+}
+
+/// Gives both handle classes the direct deallocator and makes them final (a subclass would
+/// add slots this deallocator does not know).
+fn install_dealloc(handle_cls: &Bound<'_, PyType>, timer_cls: &Bound<'_, PyType>) {
+    let l = layout();
+    let common = vec![
+        l.callback,
+        l.args,
+        l.cancelled,
+        l.loop_,
+        l.source_traceback,
+        l.repr,
+        l.context,
+    ];
+    let mut timer = common.clone();
+    timer.extend([l.scheduled, l.when]);
+    let _ = HANDLE_SLOTS.set(common);
+    let _ = TIMER_SLOTS.set(timer);
+    TIMER_HANDLE_TYPE_PTR.store(
+        timer_cls.as_type_ptr(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    for cls in [handle_cls, timer_cls] {
+        let tp = cls.as_type_ptr();
+        // SAFETY: the classes were created a moment ago by `type()` and nothing has used
+        // them; changing their flags and deallocator before the first instance exists is what
+        // a C extension does when it builds a type. Finalizers would need the generic path,
+        // so the direct deallocator is only installed when there are none.
+        unsafe {
+            if (*tp).tp_finalize.is_some() || (*tp).tp_del.is_some() {
+                continue;
+            }
+            (*tp).tp_flags &= !ffi::Py_TPFLAGS_BASETYPE;
+            (*tp).tp_dealloc = Some(handle_dealloc);
+        }
+    }
+}
+
 /// Reads the offset of slot `name` from `cls.__dict__[name]`, a member descriptor.
 fn slot_offset(py: Python<'_>, cls: &Bound<'_, PyType>, name: &str) -> PyResult<isize> {
     let member_type = py.import("types")?.getattr("MemberDescriptorType")?;
@@ -619,6 +754,7 @@ pub fn init(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     for cls in [&handle_cls, &timer_cls] {
         install_method(py, cls, c"get_context", handle_get_context, GET_CONTEXT_DOC)?;
     }
+    install_dealloc(&handle_cls, &timer_cls);
     let _ = HANDLE_TYPE.set(py, handle_cls.clone().unbind());
     let _ = TIMER_HANDLE_TYPE.set(py, timer_cls.clone().unbind());
     m.add("Handle", handle_cls)?;
