@@ -32,6 +32,8 @@ use crate::handles::{self, Queued, RunOutcome};
 
 /// asyncio's cap on one poll's timeout (`MAXIMUM_SELECT_TIMEOUT`).
 const MAX_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
+/// Iterations without a poll between two checks for pending signal handlers.
+const SIGNAL_CHECK_INTERVAL: u32 = 16;
 /// Token of the signal wake-up socket (internal, like the waker).
 const SIGNAL_TOKEN: Token = Token(u64::MAX - 1);
 
@@ -72,6 +74,8 @@ pub struct LoopCore {
     io_registrations: AtomicU64,
     /// A task factory is set: `create_task` takes the Python path.
     has_task_factory: AtomicBool,
+    /// Iterations that skipped the poll (see `poll_once`), for pacing signal checks.
+    skipped_polls: std::sync::atomic::AtomicU32,
 }
 
 impl LoopCore {
@@ -161,9 +165,9 @@ impl LoopCore {
             );
         }
         let (ctx, fresh) = Self::context_or_copy(py, context)?;
-        let fresh = fresh.then(|| ctx.clone().unbind());
+        let fresh = fresh.then(|| ctx.clone());
         let handle = handles::new_timer_handle(py, when_obj, callback, args, slf.as_any(), ctx)?;
-        this.push_timer(py, when, Queued::new(handle.clone().unbind(), fresh));
+        this.push_timer(py, when, Queued::new(&handle, fresh.as_ref()));
         Ok(handle)
     }
 
@@ -189,9 +193,9 @@ impl LoopCore {
             );
         }
         let (ctx, fresh) = Self::context_or_copy(py, context)?;
-        let fresh = fresh.then(|| ctx.clone().unbind());
+        let fresh = fresh.then(|| ctx.clone());
         let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
-        this.push_ready(py, Queued::new(handle.clone().unbind(), fresh));
+        this.push_ready(py, Queued::new(&handle, fresh.as_ref()));
         Ok(handle)
     }
 
@@ -214,9 +218,9 @@ impl LoopCore {
             )?
         } else {
             let (ctx, fresh) = Self::context_or_copy(py, context)?;
-            let fresh = fresh.then(|| ctx.clone().unbind());
+            let fresh = fresh.then(|| ctx.clone());
             let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
-            this.push_ready(py, Queued::new(handle.clone().unbind(), fresh));
+            this.push_ready(py, Queued::new(&handle, fresh.as_ref()));
             handle
         };
         this.poller.waker().wake();
@@ -331,8 +335,14 @@ impl LoopCore {
 
         if timeout == Some(Duration::ZERO) && this.io_registrations.load(Relaxed) == 0 {
             // Nothing but the loop's own fds is registered: a zero-timeout poll could only
-            // drain them. Signals are still handled below.
-            return py.check_signals();
+            // drain them. Pending signal handlers run here every few iterations (and at every
+            // bytecode boundary of the Python callbacks in between).
+            let n = this.skipped_polls.load(Relaxed).wrapping_add(1);
+            this.skipped_polls.store(n, Relaxed);
+            if n % SIGNAL_CHECK_INTERVAL == 0 {
+                return py.check_signals();
+            }
+            return Ok(());
         }
 
         let mut events = this
@@ -528,6 +538,7 @@ impl LoopCore {
             time_overridden: AtomicBool::new(false),
             io_registrations: AtomicU64::new(0),
             has_task_factory: AtomicBool::new(false),
+            skipped_polls: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -578,8 +589,7 @@ impl LoopCore {
     fn _push_ready(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         Self::expect_handle(py, handle, false)?;
-        slf.get()
-            .push_ready(py, Queued::new(handle.clone().unbind(), None));
+        slf.get().push_ready(py, Queued::new(handle, None));
         Ok(())
     }
 
@@ -591,8 +601,7 @@ impl LoopCore {
             .getattr(pyo3::intern!(py, "_when"))?
             .extract::<f64>()?;
         handle.setattr(pyo3::intern!(py, "_scheduled"), true)?;
-        slf.get()
-            .push_timer(py, when, Queued::new(handle.clone().unbind(), None));
+        slf.get().push_timer(py, when, Queued::new(handle, None));
         Ok(())
     }
 

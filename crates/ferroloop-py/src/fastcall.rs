@@ -174,7 +174,9 @@ macro_rules! entry_point {
             finish(|py| {
                 // SAFETY: the method descriptor only calls us with a `LoopCore` instance.
                 let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
-                let slf = slf.cast::<LoopCore>()?;
+                // SAFETY: the method descriptor checked that `slf` is a `LoopCore` (or a
+                // subclass instance) before calling us.
+                let slf = unsafe { slf.cast_unchecked::<LoopCore>() };
                 // SAFETY: CPython's vectorcall convention, forwarded as received.
                 let p = unsafe { parse(py, $method, $pre_name, $npre, args, nargs, kwnames)? };
                 let handle = $impl(slf, p.prefix.as_ref(), &p.callback, &p.args, p.context)?;

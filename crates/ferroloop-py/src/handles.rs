@@ -14,8 +14,8 @@
 //! debug path builds through the normal constructor (they carry a source traceback).
 
 use std::ffi::{c_char, CStr};
-use std::mem::ManuallyDrop;
 use std::ptr;
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit};
@@ -222,12 +222,21 @@ pub unsafe fn set_unscheduled(obj: *mut ffi::PyObject) {
 /// collector treats references from an untracked object as external, so what the handle
 /// refers to is never collected early. The handle is tracked again when it leaves the queue,
 /// so a cycle through it (a callback that stores its own handle) is still collectable after.
+///
+/// The references are raw pointers released with `Py_DECREF` directly: queues are only ever
+/// touched with the GIL held, and `Py<T>`'s own drop would look up a thread-local GIL count
+/// on every release, twice per callback.
 pub struct Queued {
-    handle: ManuallyDrop<Py<PyAny>>,
+    handle: NonNull<ffi::PyObject>,
     /// A context the loop copied for this handle alone (`context=None`), untracked with it.
     /// Held strongly so it cannot be freed while untracked even if `_context` is reassigned.
-    fresh_context: Option<ManuallyDrop<Py<PyAny>>>,
+    fresh_context: Option<NonNull<ffi::PyObject>>,
 }
+
+// SAFETY: a `Queued` is two owned references to Python objects; like `Py<T>` it may move
+// between threads, and it is only dereferenced or released with the GIL held (queues live in
+// a `GilCell`, see `gil_cell.rs`).
+unsafe impl Send for Queued {}
 
 #[inline]
 fn untrack(p: *mut ffi::PyObject) {
@@ -248,16 +257,22 @@ fn retrack(p: *mut ffi::PyObject) {
 }
 
 impl Queued {
-    /// Queues `handle`; `fresh_context` is the context the loop copied for it, if any.
+    /// Queues `handle` (a new reference is taken); `fresh_context` is the context the loop
+    /// copied for it, if any.
     #[inline]
-    pub fn new(handle: Py<PyAny>, fresh_context: Option<Py<PyAny>>) -> Self {
-        untrack(handle.as_ptr());
-        if let Some(ctx) = &fresh_context {
-            untrack(ctx.as_ptr());
-        }
+    pub fn new(handle: &Bound<'_, PyAny>, fresh_context: Option<&Bound<'_, PyAny>>) -> Self {
+        let h = handle.clone().into_ptr();
+        untrack(h);
+        let ctx = fresh_context.map(|c| {
+            let c = c.clone().into_ptr();
+            untrack(c);
+            // SAFETY: `into_ptr` of a live object is never NULL.
+            unsafe { NonNull::new_unchecked(c) }
+        });
         Self {
-            handle: ManuallyDrop::new(handle),
-            fresh_context: fresh_context.map(ManuallyDrop::new),
+            // SAFETY: as above.
+            handle: unsafe { NonNull::new_unchecked(h) },
+            fresh_context: ctx,
         }
     }
 
@@ -266,52 +281,44 @@ impl Queued {
         self.handle.as_ptr()
     }
 
+    /// Drops the private context: tracked again first, because `Context`'s deallocator (like
+    /// those of many built-in types) unlinks it from the collector unconditionally.
     #[inline]
-    fn release(&mut self) -> Py<PyAny> {
-        retrack(self.handle.as_ptr());
-        if let Some(ctx) = self.fresh_context.as_mut() {
+    fn release_context(&mut self) {
+        if let Some(ctx) = self.fresh_context.take() {
             retrack(ctx.as_ptr());
-            // SAFETY: taken once; `fresh_context` is set to None right after.
-            drop(unsafe { ManuallyDrop::take(ctx) });
+            // SAFETY: we owned this reference; GIL held.
+            unsafe { ffi::Py_DECREF(ctx.as_ptr()) };
         }
-        self.fresh_context = None;
-        // SAFETY: `release` runs exactly once per value: from `into_inner` (which forgets
-        // `self` afterwards) or from `drop`.
-        unsafe { ManuallyDrop::take(&mut self.handle) }
     }
 
     /// The loop is done with this handle (it ran, or was skipped as cancelled). If nobody
-    /// else holds the handle, it is freed right here, so it is not tracked again first (the
-    /// common case: `call_soon`'s return value was discarded); otherwise it rejoins the
-    /// collector's view as in [`Queued::into_inner`].
-    ///
-    /// Only the handle may die untracked: its type deallocates through CPython's
-    /// `subtype_dealloc`, which untracks conditionally. Many built-in types, `Context` among
-    /// them, unlink themselves from the collector's list unconditionally in their dealloc, so
-    /// the context is always tracked again before our reference goes.
+    /// else holds the handle, it is freed right here without being tracked again (the common
+    /// case: `call_soon`'s return value was discarded); our handle classes deallocate through
+    /// `handle_dealloc`, which untracks only what is tracked. Otherwise the handle rejoins
+    /// the collector's view.
     #[inline]
     pub fn finish(mut self) {
         let h = self.handle.as_ptr();
+        self.release_context();
         // SAFETY: we own a reference to the handle (so the count is at least 1), GIL held.
-        let sole = unsafe { ffi::Py_REFCNT(h) } == 1;
-        if let Some(ctx) = self.fresh_context.take() {
-            let ctx = ManuallyDrop::into_inner(ctx);
-            retrack(ctx.as_ptr());
-            drop(ctx);
+        unsafe {
+            if ffi::Py_REFCNT(h) != 1 {
+                retrack(h);
+            }
+            std::mem::forget(self);
+            ffi::Py_DECREF(h);
         }
-        if !sole {
-            retrack(h);
-        }
-        // SAFETY: taken once; `self` is forgotten right after, so `Drop` never runs.
-        let handle = unsafe { ManuallyDrop::take(&mut self.handle) };
-        std::mem::forget(self);
-        drop(handle);
     }
 }
 
 impl Drop for Queued {
     fn drop(&mut self) {
-        drop(self.release());
+        self.release_context();
+        let h = self.handle.as_ptr();
+        retrack(h);
+        // SAFETY: we owned this reference; queues are dropped with the GIL held.
+        unsafe { ffi::Py_DECREF(h) };
     }
 }
 
