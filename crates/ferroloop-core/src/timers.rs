@@ -15,7 +15,6 @@
 //! timer on the next iteration, which is what this ordering gives.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 
 /// Rebuild only heaps larger than this ...
 pub const MIN_SCHEDULED_FOR_COMPACTION: usize = 100;
@@ -37,21 +36,99 @@ impl<T> Entry<T> {
     }
 }
 
-impl<T> PartialEq for Entry<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp_key(other) == Ordering::Equal
-    }
+/// A 4-ary min-heap of entries, earliest deadline at index 0.
+///
+/// `std`'s binary heap spends a cache miss per level when a few hundred thousand timers are
+/// pending; with four children per node the tree is half as deep and the children of a node
+/// share a cache line or two, which made popping due timers markedly cheaper.
+struct QuadHeap<T> {
+    v: Vec<Entry<T>>,
 }
-impl<T> Eq for Entry<T> {}
-impl<T> PartialOrd for Entry<T> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+
+const ARITY: usize = 4;
+
+impl<T> QuadHeap<T> {
+    fn new() -> Self {
+        Self { v: Vec::new() }
     }
-}
-impl<T> Ord for Entry<T> {
-    // BinaryHeap is a max-heap: reverse so the earliest deadline is on top.
-    fn cmp(&self, other: &Self) -> Ordering {
-        other.cmp_key(self)
+
+    fn from_vec(v: Vec<Entry<T>>) -> Self {
+        let mut h = Self { v };
+        let n = h.v.len();
+        if n > 1 {
+            for i in (0..=(n - 2) / ARITY).rev() {
+                h.sift_down(i);
+            }
+        }
+        h
+    }
+
+    fn into_vec(self) -> Vec<Entry<T>> {
+        self.v
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.v.len()
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.v.is_empty()
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<&Entry<T>> {
+        self.v.first()
+    }
+
+    #[inline]
+    fn push(&mut self, e: Entry<T>) {
+        self.v.push(e);
+        let mut i = self.v.len() - 1;
+        while i > 0 {
+            let parent = (i - 1) / ARITY;
+            if self.v[i].cmp_key(&self.v[parent]) == Ordering::Less {
+                self.v.swap(i, parent);
+                i = parent;
+            } else {
+                break;
+            }
+        }
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<Entry<T>> {
+        let last = self.v.pop()?;
+        if self.v.is_empty() {
+            return Some(last);
+        }
+        let top = std::mem::replace(&mut self.v[0], last);
+        self.sift_down(0);
+        Some(top)
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.v.len();
+        loop {
+            let first = i * ARITY + 1;
+            if first >= n {
+                break;
+            }
+            let end = (first + ARITY).min(n);
+            let mut best = first;
+            for c in first + 1..end {
+                if self.v[c].cmp_key(&self.v[best]) == Ordering::Less {
+                    best = c;
+                }
+            }
+            if self.v[best].cmp_key(&self.v[i]) == Ordering::Less {
+                self.v.swap(i, best);
+                i = best;
+            } else {
+                break;
+            }
+        }
     }
 }
 
@@ -66,7 +143,7 @@ fn sort_key(when: f64) -> f64 {
 
 /// Min-heap of `(deadline, item)` with FIFO ties and lazy cancellation.
 pub struct TimerHeap<T> {
-    heap: BinaryHeap<Entry<T>>,
+    heap: QuadHeap<T>,
     next_seq: u64,
     cancelled: usize,
 }
@@ -93,14 +170,14 @@ impl<T: Cancellable> TimerHeap<T> {
             && (self.cancelled as f64) / (len as f64) > CANCELLED_FRACTION_FOR_COMPACTION
         {
             let mut live = Vec::with_capacity(len - self.cancelled.min(len));
-            for entry in std::mem::take(&mut self.heap).into_vec() {
+            for entry in std::mem::replace(&mut self.heap, QuadHeap::new()).into_vec() {
                 if entry.item.is_cancelled() {
                     removed.push(entry.item);
                 } else {
                     live.push(entry);
                 }
             }
-            self.heap = BinaryHeap::from(live);
+            self.heap = QuadHeap::from_vec(live);
             self.cancelled = 0;
         } else {
             while let Some(top) = self.heap.peek() {
@@ -135,7 +212,7 @@ impl<T: Cancellable> TimerHeap<T> {
 impl<T> TimerHeap<T> {
     pub fn new() -> Self {
         Self {
-            heap: BinaryHeap::new(),
+            heap: QuadHeap::new(),
             next_seq: 0,
             cancelled: 0,
         }
@@ -183,7 +260,7 @@ impl<T> TimerHeap<T> {
     /// Removes every entry (used when a loop is closed).
     pub fn drain_all(&mut self) -> Vec<T> {
         self.cancelled = 0;
-        std::mem::take(&mut self.heap)
+        std::mem::replace(&mut self.heap, QuadHeap::new())
             .into_vec()
             .into_iter()
             .map(|e| e.item)
@@ -328,6 +405,54 @@ mod tests {
         h.purge_cancelled(&mut removed);
         assert!(removed.is_empty(), "100 entries is not above the threshold");
         assert_eq!(h.len(), 100);
+    }
+
+    #[test]
+    fn random_pushes_pops_and_cancels_match_a_sorted_model() {
+        // A small linear congruential generator: deterministic, no extra crates.
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        let mut h = TimerHeap::new();
+        let mut model: Vec<(f64, usize, Item)> = Vec::new();
+        let mut id = 0usize;
+        let mut removed = Vec::new();
+        for round in 0..200 {
+            for _ in 0..(next() % 300) {
+                let when = (next() % 50) as f64 + round as f64;
+                let it = item(id);
+                h.push(when, it.clone());
+                model.push((when, id, it));
+                id += 1;
+            }
+            for _ in 0..(next() % 100) {
+                if model.is_empty() {
+                    break;
+                }
+                let k = (next() as usize) % model.len();
+                if !model[k].2.is_cancelled() {
+                    cancel(&mut h, &model[k].2);
+                }
+            }
+            h.purge_cancelled(&mut removed);
+            let end = round as f64 + 10.0;
+            let got = drain_due(&mut h, end);
+            model.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let (due, rest): (Vec<_>, Vec<_>) = model.into_iter().partition(|e| e.0 < end);
+            let want: Vec<usize> = due
+                .iter()
+                .filter(|e| !e.2.is_cancelled())
+                .map(|e| e.1)
+                .collect();
+            assert_eq!(got, want, "round {round}");
+            model = rest;
+            let live = model.iter().filter(|e| !e.2.is_cancelled()).count();
+            assert_eq!(h.len() - h.cancelled_count(), live, "round {round}");
+        }
     }
 
     #[test]

@@ -167,7 +167,9 @@ impl LoopCore {
         let (ctx, fresh) = Self::context_or_copy(py, context)?;
         let fresh = fresh.then(|| ctx.clone());
         let handle = handles::new_timer_handle(py, when_obj, callback, args, slf.as_any(), ctx)?;
-        this.push_timer(py, when, Queued::new(&handle, fresh.as_ref()));
+        // A pending timer can wait long: its argument tuple hides from the collector too.
+        let hidden_args = (!args.is_empty()).then(|| args.as_any());
+        this.push_timer(py, when, Queued::new(&handle, fresh.as_ref(), hidden_args));
         Ok(handle)
     }
 
@@ -195,7 +197,7 @@ impl LoopCore {
         let (ctx, fresh) = Self::context_or_copy(py, context)?;
         let fresh = fresh.then(|| ctx.clone());
         let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
-        this.push_ready(py, Queued::new(&handle, fresh.as_ref()));
+        this.push_ready(py, Queued::new(&handle, fresh.as_ref(), None));
         Ok(handle)
     }
 
@@ -220,7 +222,7 @@ impl LoopCore {
             let (ctx, fresh) = Self::context_or_copy(py, context)?;
             let fresh = fresh.then(|| ctx.clone());
             let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
-            this.push_ready(py, Queued::new(&handle, fresh.as_ref()));
+            this.push_ready(py, Queued::new(&handle, fresh.as_ref(), None));
             handle
         };
         this.poller.waker().wake();
@@ -390,21 +392,14 @@ impl LoopCore {
             let has_timers = !this.state.borrow_mut(py).timers.is_empty();
             if has_timers {
                 let end_time = Self::now(slf)? + ferroloop_core::sys::monotonic_resolution();
-                let mut due: Vec<Queued> = Vec::new();
-                this.state
-                    .borrow_mut(py)
-                    .timers
-                    .pop_due(end_time, |e| due.push(e.0));
-                if !due.is_empty() {
-                    for h in &due {
-                        // SAFETY: heap entries are timer handles; GIL held.
-                        unsafe { handles::set_unscheduled(h.as_ptr()) };
-                    }
-                    let mut st = this.state.borrow_mut(py);
-                    for h in due {
-                        st.ready.push(h);
-                    }
-                }
+                let mut st = this.state.borrow_mut(py);
+                let State { ready, timers, .. } = &mut *st;
+                timers.pop_due(end_time, |e| {
+                    // SAFETY: heap entries are timer handles; GIL held. The store releases
+                    // `True`, which never runs code, so it is fine inside the borrow.
+                    unsafe { handles::set_unscheduled(e.0.as_ptr()) };
+                    ready.push(e.0);
+                });
             }
         }
 
@@ -589,7 +584,7 @@ impl LoopCore {
     fn _push_ready(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         Self::expect_handle(py, handle, false)?;
-        slf.get().push_ready(py, Queued::new(handle, None));
+        slf.get().push_ready(py, Queued::new(handle, None, None));
         Ok(())
     }
 
@@ -601,7 +596,8 @@ impl LoopCore {
             .getattr(pyo3::intern!(py, "_when"))?
             .extract::<f64>()?;
         handle.setattr(pyo3::intern!(py, "_scheduled"), true)?;
-        slf.get().push_timer(py, when, Queued::new(handle, None));
+        slf.get()
+            .push_timer(py, when, Queued::new(handle, None, None));
         Ok(())
     }
 

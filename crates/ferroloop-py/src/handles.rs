@@ -228,12 +228,13 @@ pub unsafe fn set_unscheduled(obj: *mut ffi::PyObject) {
 /// on every release, twice per callback.
 pub struct Queued {
     handle: NonNull<ffi::PyObject>,
-    /// A context the loop copied for this handle alone (`context=None`), untracked with it.
-    /// Held strongly so it cannot be freed while untracked even if `_context` is reassigned.
-    fresh_context: Option<NonNull<ffi::PyObject>>,
+    /// Objects the loop made for this handle alone and hid from the collector with it: the
+    /// context copied for `context=None`, and for timers the argument tuple. Held strongly so
+    /// they cannot be freed while untracked even if the handle's slots are reassigned.
+    companions: [Option<NonNull<ffi::PyObject>>; 2],
 }
 
-// SAFETY: a `Queued` is two owned references to Python objects; like `Py<T>` it may move
+// SAFETY: a `Queued` is a few owned references to Python objects; like `Py<T>` it may move
 // between threads, and it is only dereferenced or released with the GIL held (queues live in
 // a `GilCell`, see `gil_cell.rs`).
 unsafe impl Send for Queued {}
@@ -257,22 +258,31 @@ fn retrack(p: *mut ffi::PyObject) {
 }
 
 impl Queued {
-    /// Queues `handle` (a new reference is taken); `fresh_context` is the context the loop
-    /// copied for it, if any.
+    /// Queues `handle` (a new reference is taken) together with the companions the loop made
+    /// for it alone (see the field); companions not tracked by the collector are left alone.
     #[inline]
-    pub fn new(handle: &Bound<'_, PyAny>, fresh_context: Option<&Bound<'_, PyAny>>) -> Self {
+    pub fn new(
+        handle: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+        args: Option<&Bound<'_, PyAny>>,
+    ) -> Self {
         let h = handle.clone().into_ptr();
         untrack(h);
-        let ctx = fresh_context.map(|c| {
-            let c = c.clone().into_ptr();
-            untrack(c);
+        let hide = |obj: Option<&Bound<'_, PyAny>>| {
+            let obj = obj?;
+            // SAFETY: a live object, GIL held.
+            if unsafe { ffi::PyObject_GC_IsTracked(obj.as_ptr()) } == 0 {
+                return None;
+            }
+            let p = obj.clone().into_ptr();
+            untrack(p);
             // SAFETY: `into_ptr` of a live object is never NULL.
-            unsafe { NonNull::new_unchecked(c) }
-        });
+            Some(unsafe { NonNull::new_unchecked(p) })
+        };
         Self {
             // SAFETY: as above.
             handle: unsafe { NonNull::new_unchecked(h) },
-            fresh_context: ctx,
+            companions: [hide(context), hide(args)],
         }
     }
 
@@ -281,14 +291,16 @@ impl Queued {
         self.handle.as_ptr()
     }
 
-    /// Drops the private context: tracked again first, because `Context`'s deallocator (like
-    /// those of many built-in types) unlinks it from the collector unconditionally.
+    /// Drops the companions: tracked again first, because some built-in deallocators
+    /// (`Context`'s among them) unlink the object from the collector unconditionally.
     #[inline]
-    fn release_context(&mut self) {
-        if let Some(ctx) = self.fresh_context.take() {
-            retrack(ctx.as_ptr());
-            // SAFETY: we owned this reference; GIL held.
-            unsafe { ffi::Py_DECREF(ctx.as_ptr()) };
+    fn release_companions(&mut self) {
+        for c in self.companions.iter_mut() {
+            if let Some(obj) = c.take() {
+                retrack(obj.as_ptr());
+                // SAFETY: we owned this reference; GIL held.
+                unsafe { ffi::Py_DECREF(obj.as_ptr()) };
+            }
         }
     }
 
@@ -300,7 +312,7 @@ impl Queued {
     #[inline]
     pub fn finish(mut self) {
         let h = self.handle.as_ptr();
-        self.release_context();
+        self.release_companions();
         // SAFETY: we own a reference to the handle (so the count is at least 1), GIL held.
         unsafe {
             if ffi::Py_REFCNT(h) != 1 {
@@ -314,7 +326,7 @@ impl Queued {
 
 impl Drop for Queued {
     fn drop(&mut self) {
-        self.release_context();
+        self.release_companions();
         let h = self.handle.as_ptr();
         retrack(h);
         // SAFETY: we owned this reference; queues are dropped with the GIL held.
