@@ -167,9 +167,7 @@ impl LoopCore {
         let (ctx, fresh) = Self::context_or_copy(py, context)?;
         let fresh = fresh.then(|| ctx.clone());
         let handle = handles::new_timer_handle(py, when_obj, callback, args, slf.as_any(), ctx)?;
-        // A pending timer can wait long: its argument tuple hides from the collector too.
-        let hidden_args = (!args.is_empty()).then(|| args.as_any());
-        this.push_timer(py, when, Queued::new(&handle, fresh.as_ref(), hidden_args));
+        this.push_timer(py, when, Queued::new(&handle, fresh.as_ref()));
         Ok(handle)
     }
 
@@ -197,7 +195,7 @@ impl LoopCore {
         let (ctx, fresh) = Self::context_or_copy(py, context)?;
         let fresh = fresh.then(|| ctx.clone());
         let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
-        this.push_ready(py, Queued::new(&handle, fresh.as_ref(), None));
+        this.push_ready(py, Queued::new(&handle, fresh.as_ref()));
         Ok(handle)
     }
 
@@ -222,7 +220,7 @@ impl LoopCore {
             let (ctx, fresh) = Self::context_or_copy(py, context)?;
             let fresh = fresh.then(|| ctx.clone());
             let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
-            this.push_ready(py, Queued::new(&handle, fresh.as_ref(), None));
+            this.push_ready(py, Queued::new(&handle, fresh.as_ref()));
             handle
         };
         this.poller.waker().wake();
@@ -584,7 +582,7 @@ impl LoopCore {
     fn _push_ready(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         Self::expect_handle(py, handle, false)?;
-        slf.get().push_ready(py, Queued::new(handle, None, None));
+        slf.get().push_ready(py, Queued::new(handle, None));
         Ok(())
     }
 
@@ -596,8 +594,7 @@ impl LoopCore {
             .getattr(pyo3::intern!(py, "_when"))?
             .extract::<f64>()?;
         handle.setattr(pyo3::intern!(py, "_scheduled"), true)?;
-        slf.get()
-            .push_timer(py, when, Queued::new(handle, None, None));
+        slf.get().push_timer(py, when, Queued::new(handle, None));
         Ok(())
     }
 

@@ -228,10 +228,11 @@ pub unsafe fn set_unscheduled(obj: *mut ffi::PyObject) {
 /// on every release, twice per callback.
 pub struct Queued {
     handle: NonNull<ffi::PyObject>,
-    /// Objects the loop made for this handle alone and hid from the collector with it: the
-    /// context copied for `context=None`, and for timers the argument tuple. Held strongly so
-    /// they cannot be freed while untracked even if the handle's slots are reassigned.
-    companions: [Option<NonNull<ffi::PyObject>>; 2],
+    /// The context the loop copied for this handle alone (`context=None`), hidden from the
+    /// collector with it. Held strongly so it cannot be freed while untracked even if the
+    /// handle's `_context` slot is reassigned. (The argument tuple is not hidden: `cancel()`
+    /// must be able to free the arguments at once, as asyncio's does.)
+    companion: Option<NonNull<ffi::PyObject>>,
 }
 
 // SAFETY: a `Queued` is a few owned references to Python objects; like `Py<T>` it may move
@@ -258,14 +259,10 @@ fn retrack(p: *mut ffi::PyObject) {
 }
 
 impl Queued {
-    /// Queues `handle` (a new reference is taken) together with the companions the loop made
-    /// for it alone (see the field); companions not tracked by the collector are left alone.
+    /// Queues `handle` (a new reference is taken) together with the context the loop made
+    /// for it alone, if any (see the field).
     #[inline]
-    pub fn new(
-        handle: &Bound<'_, PyAny>,
-        context: Option<&Bound<'_, PyAny>>,
-        args: Option<&Bound<'_, PyAny>>,
-    ) -> Self {
+    pub fn new(handle: &Bound<'_, PyAny>, context: Option<&Bound<'_, PyAny>>) -> Self {
         let h = handle.clone().into_ptr();
         untrack(h);
         let hide = |obj: Option<&Bound<'_, PyAny>>| {
@@ -282,7 +279,7 @@ impl Queued {
         Self {
             // SAFETY: as above.
             handle: unsafe { NonNull::new_unchecked(h) },
-            companions: [hide(context), hide(args)],
+            companion: hide(context),
         }
     }
 
@@ -291,16 +288,14 @@ impl Queued {
         self.handle.as_ptr()
     }
 
-    /// Drops the companions: tracked again first, because some built-in deallocators
-    /// (`Context`'s among them) unlink the object from the collector unconditionally.
+    /// Drops the private context: tracked again first, because `Context`'s deallocator (like
+    /// those of many built-in types) unlinks the object from the collector unconditionally.
     #[inline]
-    fn release_companions(&mut self) {
-        for c in self.companions.iter_mut() {
-            if let Some(obj) = c.take() {
-                retrack(obj.as_ptr());
-                // SAFETY: we owned this reference; GIL held.
-                unsafe { ffi::Py_DECREF(obj.as_ptr()) };
-            }
+    fn release_companion(&mut self) {
+        if let Some(obj) = self.companion.take() {
+            retrack(obj.as_ptr());
+            // SAFETY: we owned this reference; GIL held.
+            unsafe { ffi::Py_DECREF(obj.as_ptr()) };
         }
     }
 
@@ -312,7 +307,7 @@ impl Queued {
     #[inline]
     pub fn finish(mut self) {
         let h = self.handle.as_ptr();
-        self.release_companions();
+        self.release_companion();
         // SAFETY: we own a reference to the handle (so the count is at least 1), GIL held.
         unsafe {
             if ffi::Py_REFCNT(h) != 1 {
@@ -326,7 +321,7 @@ impl Queued {
 
 impl Drop for Queued {
     fn drop(&mut self) {
-        self.release_companions();
+        self.release_companion();
         let h = self.handle.as_ptr();
         retrack(h);
         // SAFETY: we owned this reference; queues are dropped with the GIL held.
