@@ -115,9 +115,11 @@ pub fn timer_handle_type(py: Python<'_>) -> &Bound<'_, PyType> {
         .bind(py)
 }
 
-/// Allocates an instance of one of our handle types with every slot NULL. The object starts
-/// *untracked* by the cycle collector: it goes straight into a loop queue, which keeps it
-/// untracked anyway (see [`Queued`]), and is tracked when it leaves the queue.
+/// Allocates an instance of one of our handle types, `__weakref__` NULL and every other slot
+/// left for the caller to store (it must store all of them before the object is seen by
+/// anything, including the collector, which cannot see it: the object starts
+/// *untracked*). It goes straight into a loop queue, which keeps it untracked anyway (see
+/// [`Queued`]), and is tracked when it leaves the queue.
 ///
 /// # Safety
 /// `ty` must be one of our handle types (GC-enabled heap types with only object slots and no
@@ -132,17 +134,19 @@ unsafe fn alloc(py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<*mut ffi::Py
         if obj.is_null() {
             return Err(PyErr::fetch(py));
         }
-        let header = std::mem::size_of::<ffi::PyObject>();
-        let size = (*tp).tp_basicsize as usize;
-        ptr::write_bytes((obj as *mut u8).add(header), 0, size - header);
+        // Every slot but `__weakref__` is stored by the caller right away; that one must
+        // start out NULL.
+        *(obj as *mut u8)
+            .offset((*tp).tp_weaklistoffset)
+            .cast::<*mut ffi::PyObject>() = ptr::null_mut();
         Ok(obj)
     }
 }
 
-/// Stores a new strong reference in a slot that is still NULL.
+/// Stores a new strong reference in a slot that holds no reference yet.
 ///
 /// # Safety
-/// As [`set_slot`], and the slot must not hold a reference yet (fresh from [`alloc`]).
+/// As [`set_slot`], and the slot must not hold a reference (fresh from [`alloc`]).
 #[inline(always)]
 unsafe fn init_slot(obj: *mut ffi::PyObject, offset: isize, value: *mut ffi::PyObject) {
     // SAFETY: forwarded from the caller.
@@ -364,7 +368,11 @@ pub fn run_handle(
         let args = Bound::from_borrowed_ptr(py, args);
         let ctx = Bound::from_borrowed_ptr(py, ctx);
         let res = if ffi::PyContext_Enter(ctx.as_ptr()) == 0 {
-            let r = ffi::PyObject_Call(cb.as_ptr(), args.as_ptr(), ptr::null_mut());
+            // `callback(*args)` through vectorcall, passing the tuple's item array as is.
+            let tuple = args.as_ptr() as *mut ffi::PyTupleObject;
+            let nargs = ffi::PyTuple_GET_SIZE(args.as_ptr()) as usize;
+            let items = (*tuple).ob_item.as_ptr();
+            let r = ffi::PyObject_Vectorcall(cb.as_ptr(), items, nargs, ptr::null_mut());
             if ffi::PyContext_Exit(ctx.as_ptr()) != 0 && !r.is_null() {
                 ffi::Py_DECREF(r);
                 ptr::null_mut()
