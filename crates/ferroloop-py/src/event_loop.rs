@@ -174,13 +174,13 @@ impl LoopCore {
     // The scheduling methods. Python reaches them through the vectorcall entry points in
     // `fastcall.rs`, installed on the class at import.
 
-    /// Arrange for `callback(*args)` to be called soon, in FIFO order.
-    pub fn call_soon_entry<'py>(
+    /// `call_soon` and `call_soon_threadsafe` (`method` names the caller for the debug path).
+    fn schedule_soon<'py>(
         slf: &Bound<'py, Self>,
-        _prefix: Option<&Bound<'py, PyAny>>,
         callback: &Bound<'py, PyAny>,
         args: &Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
+        method: &'static str,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
@@ -189,7 +189,7 @@ impl LoopCore {
             let ctx = context.map(|c| c.unbind()).unwrap_or_else(|| py.None());
             return slf.call_method1(
                 pyo3::intern!(py, "_call_soon_debug"),
-                (callback, args, ctx, "call_soon"),
+                (callback, args, ctx, method),
             );
         }
         let (ctx, fresh) = Self::context_or_copy(py, context)?;
@@ -197,6 +197,17 @@ impl LoopCore {
         let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
         this.push_ready(py, Queued::new(&handle, fresh.as_ref()));
         Ok(handle)
+    }
+
+    /// Arrange for `callback(*args)` to be called soon, in FIFO order.
+    pub fn call_soon_entry<'py>(
+        slf: &Bound<'py, Self>,
+        _prefix: Option<&Bound<'py, PyAny>>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::schedule_soon(slf, callback, args, context, "call_soon")
     }
 
     /// Like `call_soon`, but callable from any thread: wakes the loop if it is sleeping.
@@ -207,23 +218,8 @@ impl LoopCore {
         args: &Bound<'py, PyTuple>,
         context: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_closed()?;
-        let handle = if this.debug_enabled() {
-            let ctx = context.map(|c| c.unbind()).unwrap_or_else(|| py.None());
-            slf.call_method1(
-                pyo3::intern!(py, "_call_soon_debug"),
-                (callback, args, ctx, "call_soon_threadsafe"),
-            )?
-        } else {
-            let (ctx, fresh) = Self::context_or_copy(py, context)?;
-            let fresh = fresh.then(|| ctx.clone());
-            let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
-            this.push_ready(py, Queued::new(&handle, fresh.as_ref()));
-            handle
-        };
-        this.poller.waker().wake();
+        let handle = Self::schedule_soon(slf, callback, args, context, "call_soon_threadsafe")?;
+        slf.get().poller.waker().wake();
         Ok(handle)
     }
 

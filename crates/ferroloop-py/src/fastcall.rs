@@ -8,13 +8,14 @@
 //! as an array, the only keyword is `context`. The methods are installed on `LoopCore` at
 //! import, replacing nothing else; their logic lives in `event_loop.rs`.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::CStr;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple, PyType};
 
+use crate::cmethods::{self, guard};
 use crate::event_loop::LoopCore;
 
 /// The parsed form of `method(*prefix, callback, *args, context=None)`.
@@ -99,9 +100,9 @@ unsafe fn parse<'py>(
     }
     if kw_callback.is_some() || kw_pre.is_some() {
         // Keyword form: no `*args` can follow a parameter given by keyword.
-        // SAFETY: indices < nargs.
         let prefix = match kw_pre {
             Some(p) => Some(p),
+            // SAFETY: `have_pre` with no keyword means `nargs >= 1`, so index 0 is valid.
             None if npre == 1 => Some(unsafe { Bound::from_borrowed_ptr(py, *args) }),
             None => None,
         };
@@ -141,28 +142,6 @@ unsafe fn parse<'py>(
     }
 }
 
-/// Turns a `PyResult` into a C return value; panics become `PanicException`.
-fn finish(f: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls C methods with the GIL held.
-    let py = unsafe { Python::assume_attached() };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(py))) {
-        Ok(Ok(obj)) => obj,
-        Ok(Err(err)) => {
-            err.restore(py);
-            std::ptr::null_mut()
-        }
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic in ferroloop".to_string());
-            pyo3::panic::PanicException::new_err(msg).restore(py);
-            std::ptr::null_mut()
-        }
-    }
-}
-
 macro_rules! entry_point {
     ($fn_name:ident, $method:literal, $pre_name:literal, $npre:literal, $impl:path) => {
         unsafe extern "C" fn $fn_name(
@@ -171,7 +150,7 @@ macro_rules! entry_point {
             nargs: ffi::Py_ssize_t,
             kwnames: *mut ffi::PyObject,
         ) -> *mut ffi::PyObject {
-            finish(|py| {
+            guard(|py| {
                 // SAFETY: the method descriptor only calls us with a `LoopCore` instance.
                 let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
                 // SAFETY: the method descriptor checked that `slf` is a `LoopCore` (or a
@@ -217,23 +196,17 @@ fn install(
     func: FastFn,
     doc: &'static CStr,
 ) -> PyResult<()> {
-    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: name.as_ptr() as *const c_char,
-        ml_meth: ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: func,
-        },
-        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        ml_doc: doc.as_ptr() as *const c_char,
-    }));
-    // SAFETY: `cls` is a live type and `def` is 'static; the descriptor checks the receiver.
-    let descr = unsafe {
-        let d = ffi::PyDescr_NewMethod(cls.as_type_ptr(), def);
-        if d.is_null() {
-            return Err(PyErr::fetch(py));
-        }
-        Bound::from_owned_ptr(py, d)
+    let meth = ffi::PyMethodDefPointer {
+        PyCFunctionFastWithKeywords: func,
     };
-    cls.setattr(name.to_str().expect("ascii"), descr)
+    cmethods::install(
+        py,
+        cls,
+        name,
+        meth,
+        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        doc,
+    )
 }
 
 /// Installs the four scheduling methods on `LoopCore`.

@@ -13,7 +13,7 @@
 //! straight from memory. Any `asyncio.Handle` works with the run loop, including the ones the
 //! debug path builds through the normal constructor (they carry a source traceback).
 
-use std::ffi::{c_char, CStr};
+use std::ffi::CStr;
 use std::ptr;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
@@ -24,6 +24,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
+use crate::cmethods::{self, guard};
 use crate::event_loop::LoopCore;
 
 /// Byte offsets of asyncio's handle slots inside a handle object.
@@ -459,44 +460,16 @@ fn cancel_impl(py: Python<'_>, slf: &Bound<'_, PyAny>, timer: bool) -> PyResult<
     Ok(())
 }
 
-/// Runs `f` as the body of a C method: a Rust panic or a Python error becomes a raised
-/// exception and NULL; a panic never unwinds into the interpreter.
-fn trampoline(
-    f: impl FnOnce(Python<'_>) -> PyResult<()> + std::panic::UnwindSafe,
-) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls C methods with the GIL held.
-    let py = unsafe { Python::assume_attached() };
-    let outcome = std::panic::catch_unwind(move || {
-        // SAFETY: as above, the GIL is held for the whole call.
-        let py = unsafe { Python::assume_attached() };
-        f(py)
-    });
-    match outcome {
-        Ok(Ok(())) => new_ref(unsafe { ffi::Py_None() }),
-        Ok(Err(err)) => {
-            err.restore(py);
-            ptr::null_mut()
-        }
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic in ferroloop".to_string());
-            pyo3::panic::PanicException::new_err(msg).restore(py);
-            ptr::null_mut()
-        }
-    }
-}
-
 unsafe extern "C" fn handle_cancel(
     slf: *mut ffi::PyObject,
     _unused: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    trampoline(move |py| {
+    guard(move |py| {
         // SAFETY: CPython passes a live receiver.
         let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
-        cancel_impl(py, &slf, false)
+        cancel_impl(py, &slf, false)?;
+        // SAFETY: `None` is a static object; taking a reference is valid with the GIL held.
+        Ok(new_ref(unsafe { ffi::Py_None() }))
     })
 }
 
@@ -504,10 +477,12 @@ unsafe extern "C" fn timer_handle_cancel(
     slf: *mut ffi::PyObject,
     _unused: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    trampoline(move |py| {
+    guard(move |py| {
         // SAFETY: CPython passes a live receiver.
         let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
-        cancel_impl(py, &slf, true)
+        cancel_impl(py, &slf, true)?;
+        // SAFETY: `None` is a static object; taking a reference is valid with the GIL held.
+        Ok(new_ref(unsafe { ffi::Py_None() }))
     })
 }
 
@@ -532,7 +507,7 @@ const GET_CONTEXT_DOC: &CStr = c"Return the contextvars.Context the callback run
 const CANCEL_DOC: &CStr =
     c"Cancel the callback. If the callback has already run or been cancelled, do nothing.";
 
-/// Installs a METH_NOARGS method implemented in Rust on a Python class.
+/// Installs a METH_NOARGS method implemented in Rust on one of the handle classes.
 fn install_method(
     py: Python<'_>,
     cls: &Bound<'_, PyType>,
@@ -540,24 +515,8 @@ fn install_method(
     func: unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject,
     doc: &'static CStr,
 ) -> PyResult<()> {
-    // The method table must outlive the class; classes live as long as the interpreter.
-    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: name.as_ptr() as *const c_char,
-        ml_meth: ffi::PyMethodDefPointer { PyCFunction: func },
-        ml_flags: ffi::METH_NOARGS,
-        ml_doc: doc.as_ptr() as *const c_char,
-    }));
-    // SAFETY: `cls` is a live type object and `def` is 'static; the descriptor checks the
-    // receiver's type on every call.
-    let descr = unsafe {
-        let d = ffi::PyDescr_NewMethod(cls.as_type_ptr(), def);
-        if d.is_null() {
-            return Err(PyErr::fetch(py));
-        }
-        Bound::from_owned_ptr(py, d)
-    };
-    cls.setattr(name.to_str().expect("ascii name"), descr)?;
-    Ok(())
+    let meth = ffi::PyMethodDefPointer { PyCFunction: func };
+    cmethods::install(py, cls, name, meth, ffi::METH_NOARGS, doc)
 }
 
 // ---------------------------------------------------------------------------------------

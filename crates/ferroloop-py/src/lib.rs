@@ -8,6 +8,7 @@
 //! `gil_cell.rs`), so a free-threaded interpreter keeps its GIL enabled while ferroloop is
 //! imported.
 
+mod cmethods;
 mod event_loop;
 mod fastcall;
 mod gil_cell;
