@@ -460,30 +460,29 @@ fn cancel_impl(py: Python<'_>, slf: &Bound<'_, PyAny>, timer: bool) -> PyResult<
     Ok(())
 }
 
+/// The C body shared by both `cancel` methods.
+fn cancel_entry(slf: *mut ffi::PyObject, timer: bool) -> *mut ffi::PyObject {
+    guard(move |py| {
+        // SAFETY: CPython passes a live receiver.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+        cancel_impl(py, &slf, timer)?;
+        // SAFETY: `None` is a static object; taking a reference is valid with the GIL held.
+        Ok(new_ref(unsafe { ffi::Py_None() }))
+    })
+}
+
 unsafe extern "C" fn handle_cancel(
     slf: *mut ffi::PyObject,
     _unused: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    guard(move |py| {
-        // SAFETY: CPython passes a live receiver.
-        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
-        cancel_impl(py, &slf, false)?;
-        // SAFETY: `None` is a static object; taking a reference is valid with the GIL held.
-        Ok(new_ref(unsafe { ffi::Py_None() }))
-    })
+    cancel_entry(slf, false)
 }
 
 unsafe extern "C" fn timer_handle_cancel(
     slf: *mut ffi::PyObject,
     _unused: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    guard(move |py| {
-        // SAFETY: CPython passes a live receiver.
-        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
-        cancel_impl(py, &slf, true)?;
-        // SAFETY: `None` is a static object; taking a reference is valid with the GIL held.
-        Ok(new_ref(unsafe { ffi::Py_None() }))
-    })
+    cancel_entry(slf, true)
 }
 
 unsafe extern "C" fn handle_get_context(
