@@ -127,11 +127,15 @@ pub fn timer_handle_type(py: Python<'_>) -> &Bound<'_, PyType> {
 /// instance dict); the GIL must be held.
 unsafe fn alloc(py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<*mut ffi::PyObject> {
     let tp = ty.as_type_ptr();
-    // SAFETY: `PyObject_GC_New` allocates `tp_basicsize` bytes (plus the GC header), sets the
-    // refcount and type (taking the reference heap types need) and leaves the object
-    // untracked. The slots after the object header are zeroed before anyone can see them.
+    // SAFETY: a recycled object is memory of exactly this type, untracked, with every slot
+    // NULL (see `free_handle`); `PyObject_Init` sets its type (taking the reference heap
+    // types need) and a refcount of 1. Otherwise `PyObject_GC_New` allocates `tp_basicsize`
+    // bytes plus the GC header, does the same and leaves the object untracked.
     unsafe {
-        let obj: *mut ffi::PyObject = ffi::PyObject_GC_New(tp);
+        let obj = match freelist_for(tp).pop() {
+            Some(obj) => ffi::PyObject_Init(obj, tp),
+            None => ffi::PyObject_GC_New(tp),
+        };
         if obj.is_null() {
             return Err(PyErr::fetch(py));
         }
@@ -141,6 +145,61 @@ unsafe fn alloc(py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<*mut ffi::Py
             .offset((*tp).tp_weaklistoffset)
             .cast::<*mut ffi::PyObject>() = ptr::null_mut();
         Ok(obj)
+    }
+}
+
+/// Up to this many freed handles of each class are kept for reuse.
+const FREELIST_MAX: usize = 1024;
+
+/// Freed handles kept for the next allocation. A callback that schedules another (a task
+/// step, a done callback, a re-armed timer) then reuses memory that is still in cache, and
+/// neither side touches the allocator or the collector's allocation count (which paces its
+/// collections).
+struct FreeList(std::cell::UnsafeCell<Vec<*mut ffi::PyObject>>);
+
+// SAFETY: a free list is only touched while allocating or deallocating a handle, both of
+// which happen with the GIL held, and the module is declared `gil_used`. Neither `push` nor
+// `pop` runs Python code, so no second access can interleave.
+unsafe impl Sync for FreeList {}
+
+impl FreeList {
+    const fn new() -> Self {
+        Self(std::cell::UnsafeCell::new(Vec::new()))
+    }
+
+    /// # Safety
+    /// GIL held.
+    unsafe fn pop(&self) -> Option<*mut ffi::PyObject> {
+        // SAFETY: forwarded from the caller; see the `Sync` impl.
+        unsafe { (*self.0.get()).pop() }
+    }
+
+    /// Keeps `obj` unless the list is full; returns whether it was kept.
+    ///
+    /// # Safety
+    /// GIL held.
+    unsafe fn push(&self, obj: *mut ffi::PyObject) -> bool {
+        // SAFETY: forwarded from the caller; see the `Sync` impl.
+        let v = unsafe { &mut *self.0.get() };
+        if v.len() >= FREELIST_MAX {
+            return false;
+        }
+        if v.capacity() == 0 {
+            v.reserve_exact(FREELIST_MAX);
+        }
+        v.push(obj);
+        true
+    }
+}
+
+static HANDLE_FREELIST: FreeList = FreeList::new();
+static TIMER_FREELIST: FreeList = FreeList::new();
+
+fn freelist_for(tp: *mut ffi::PyTypeObject) -> &'static FreeList {
+    if tp == TIMER_HANDLE_TYPE_PTR.load(std::sync::atomic::Ordering::Relaxed) {
+        &TIMER_FREELIST
+    } else {
+        &HANDLE_FREELIST
     }
 }
 
@@ -592,7 +651,8 @@ unsafe fn dealloc_entry(obj: *mut ffi::PyObject) {
 }
 
 /// What `subtype_dealloc` does for a class with slots, a weakref slot, no `__dict__` and no
-/// finalizer: clear weak references, drop every slot, free the memory, drop the type.
+/// finalizer: clear weak references, drop every slot, free the memory (or keep it on the free
+/// list), drop the type.
 unsafe fn free_handle(obj: *mut ffi::PyObject) {
     // SAFETY: `obj` has a zero refcount, is untracked and is an instance of our classes.
     unsafe {
@@ -609,8 +669,11 @@ unsafe fn free_handle(obj: *mut ffi::PyObject) {
             *p = ptr::null_mut();
             ffi::Py_XDECREF(old);
         }
-        let free = (*tp).tp_free.expect("GC types have tp_free");
-        free(obj.cast());
+        // Every slot is NULL now: the memory can serve the next handle of this class.
+        if !freelist_for(tp).push(obj) {
+            let free = (*tp).tp_free.expect("GC types have tp_free");
+            free(obj.cast());
+        }
         // Instances of heap types own a reference to their type.
         ffi::Py_DECREF(tp.cast());
     }
