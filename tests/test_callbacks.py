@@ -574,3 +574,39 @@ def test_handle_weakref_is_cleared_when_handle_dies(loop):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert ref() is None
+
+
+def test_cycle_through_a_handle_is_collected_after_it_runs(loop):
+    # handle -> args -> holder -> handle: a reference cycle that only the cycle collector can
+    # free. ferroloop hides queued handles from the collector; once the callback has run, the
+    # handle must be visible again so the cycle is collected, as on asyncio.
+    import gc
+    import weakref
+
+    class Holder:
+        pass
+
+    holder = Holder()
+    ref = weakref.ref(holder)
+    holder.handle = loop.call_soon(lambda h: None, holder)
+    del holder
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert ref() is None
+
+
+def test_cycle_through_a_closed_loops_timer_is_collected(loop):
+    import gc
+    import weakref
+
+    class Holder:
+        pass
+
+    holder = Holder()
+    ref = weakref.ref(holder)
+    holder.timer = loop.call_later(3600, lambda h: None, holder)
+    del holder
+    loop.close()  # the heap lets go of the timer
+    gc.collect()
+    assert ref() is None
