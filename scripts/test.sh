@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up (scripts/bootstrap.sh) and runs every test: lints, the Rust engine's
-# cargo tests, and the pytest behaviour suite (each test on stock asyncio and on ferroloop).
+# cargo tests, and the pytest behaviour suite (each test on stock asyncio and on ferroloop), on
+# Python 3.11 and on every later CPython that is installed.
 # Extra arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,5 +21,8 @@ echo "== cargo test (engine)"
 # behaviour is tested from Python below; the engine crate is tested on its own.
 cargo test -p ferroloop-core --quiet
 
-echo "== pytest"
+echo "== pytest on the other supported Pythons"
+bash scripts/test-other-pythons.sh "$@"
+
+echo "== pytest (Python 3.11, .venv)"
 .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"

@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 import pytest
-from conftest import run
+from conftest import cb_text, run
 
 
 def boom(*args):
@@ -42,7 +42,7 @@ def test_exception_in_callback_goes_to_handler_and_loop_goes_on(loop):
     lp, ctx = ctxs[0]
     assert lp is loop
     assert set(ctx) == {"message", "exception", "handle"}
-    assert ctx["message"] == f"Exception in callback boom(1) at {BOOM_SRC}"
+    assert ctx["message"] == f"Exception in callback {cb_text('boom', '1')} at {BOOM_SRC}"
     assert type(ctx["exception"]) is ValueError and ctx["exception"].args == ("boom", 1)
     assert ctx["handle"] is h
     assert run(loop, asyncio.sleep(0, "usable")) == "usable"
@@ -63,7 +63,7 @@ def test_exception_in_threadsafe_callback(loop):
     h = loop.call_soon_threadsafe(boom, "ts")
     run_once(loop)
     assert [(c["message"], c["handle"]) for _, c in ctxs] == [
-        (f"Exception in callback boom('ts') at {BOOM_SRC}", h)]
+        (f"Exception in callback {cb_text('boom', repr('ts'))} at {BOOM_SRC}", h)]
 
 
 def test_base_exception_subclass_in_callback_is_reported(loop):
@@ -136,7 +136,7 @@ def test_default_handler_logs_callback_exception(loop, caplog):
     assert len(recs) == 1
     rec = recs[0]
     assert rec.levelno == logging.ERROR
-    assert rec.getMessage() == (f"Exception in callback boom(2) at {BOOM_SRC}\n"
+    assert rec.getMessage() == (f"Exception in callback {cb_text('boom', '2')} at {BOOM_SRC}\n"
                                 f"handle: {h!r}")
     assert rec.exc_info[0] is ValueError
     assert rec.exc_info[1].args == ("boom", 2)

@@ -486,6 +486,12 @@ def test_shutdown_default_executor_timeout_param(loop, loop_factory):
             with pytest.raises(TypeError, match="unexpected keyword argument 'timeout'"):
                 run(loop, loop.shutdown_default_executor(timeout=None))
             return
+        if loop_factory.name == "asyncio" and sys.version_info[:3] in ((3, 12, 0), (3, 12, 1)):
+            # These releases accept timeout= but still wait for the job: check just that.
+            threading.Timer(0.2, release.set).start()
+            elapsed, caught = run(loop, main())
+            assert elapsed >= 0.15 and caught == []
+            return
         elapsed, caught = run(loop, main())
     finally:
         release.set()

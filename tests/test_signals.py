@@ -185,7 +185,8 @@ def test_sigint_during_run_until_complete(loop):
     _assert_prompt_interrupt(outcome, sent[0])
     # The interrupted tasks are still pending (as in asyncio): cancel them cleanly.
     pending = asyncio.all_tasks(loop)
-    assert len(pending) == 2  # main() and wait_for's inner task
+    # main() and, before 3.12 (whose wait_for is built on asyncio.timeout), wait_for's inner task.
+    assert len(pending) == (2 if sys.version_info < (3, 12) else 1)
     for t in pending:
         t.cancel()
     loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))

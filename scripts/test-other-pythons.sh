@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the pytest behaviour suite on the other CPython versions ferroloop targets (3.12+),
+# when they are installed (pyenv's versions directory or pythonX.Y on PATH). Each gets its own
+# project-local virtual environment (.venv-X.Y) with ferroloop built into it. Every test
+# compares ferroloop with that interpreter's own asyncio. Extra arguments go to pytest.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+find_python() {
+    local v="$1" p
+    if command -v pyenv >/dev/null 2>&1; then
+        for p in "$(pyenv root)"/versions/"$v".*/bin/python"$v"; do
+            [ -x "$p" ] && { echo "$p"; return 0; }
+        done
+    fi
+    p="$(command -v "python$v" 2>/dev/null || true)"
+    if [ -n "$p" ] && "$p" -c 'pass' 2>/dev/null; then
+        echo "$p"
+        return 0
+    fi
+    return 1
+}
+
+for v in 3.12 3.13 3.14; do
+    if ! py="$(find_python "$v")"; then
+        echo "== Python $v: not installed on this machine, not tested"
+        continue
+    fi
+    echo "== Python $v ($py)"
+    venv="$root/.venv-$v"
+    [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        "maturin>=1.5,<2" "pytest>=8" "pytest-timeout>=2.3"
+    VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop -q --release
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
+done
