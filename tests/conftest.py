@@ -22,7 +22,6 @@ import sys
 
 import pytest
 
-
 # asyncio 3.13 stopped showing a callback's arguments in handle reprs and in "Exception in
 # callback ..." messages outside debug mode. Tests spell callbacks through `cb_text` so that
 # each interpreter is checked against its own asyncio.
