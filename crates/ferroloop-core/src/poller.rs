@@ -154,11 +154,6 @@ impl Poller {
         }
         result
     }
-
-    /// Number of raw events in the buffer after the last poll, waker included.
-    pub fn raw_len(events: &Events) -> usize {
-        events.sys.len()
-    }
 }
 
 #[cfg(test)]

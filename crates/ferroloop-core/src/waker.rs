@@ -40,13 +40,6 @@ impl Waker {
         }
     }
 
-    /// Wakes the loop unconditionally (used where the caller cannot order its work before
-    /// the flag check, e.g. from a signal handler's point of view).
-    pub fn force_wake(&self) {
-        self.signalled.store(true, SeqCst);
-        self.fd.signal();
-    }
-
     /// Loop side: about to sleep. Check for queued work *after* this.
     #[inline]
     pub(crate) fn begin_sleep(&self) {

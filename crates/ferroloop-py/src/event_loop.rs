@@ -639,12 +639,6 @@ impl LoopCore {
         self.running.store(running, Relaxed);
     }
 
-    /// Whether `stop()` was called and the loop has not stopped yet.
-    #[getter]
-    fn _stopping(&self) -> bool {
-        self.stopping.load(Relaxed)
-    }
-
     fn is_closed(&self) -> bool {
         self.closed.load(Relaxed)
     }
@@ -697,22 +691,5 @@ impl LoopCore {
         }
         drop(ready);
         drop(timers);
-    }
-
-    /// Number of callbacks in the ready queue (asyncio's `len(loop._ready)`).
-    fn _ready_count(&self, py: Python<'_>) -> usize {
-        self.state.borrow_mut(py).ready.len()
-    }
-
-    /// Number of timers in the heap, cancelled ones not yet dropped included
-    /// (asyncio's `len(loop._scheduled)`).
-    fn _timer_count(&self, py: Python<'_>) -> usize {
-        self.state.borrow_mut(py).timers.len()
-    }
-
-    /// Number of cancelled timers still in the heap (asyncio's `_timer_cancelled_count`).
-    #[getter]
-    fn _timer_cancelled_count(&self, py: Python<'_>) -> usize {
-        self.state.borrow_mut(py).timers.cancelled_count()
     }
 }
