@@ -402,3 +402,21 @@ def test_run_ctrl_c_cancels_main_then_raises_keyboard_interrupt(run_fn):
     assert events[1:] == ["main cancelled"]
     assert outcome[0][2] - events[0] < 0.1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("via_guard", [False, True], ids=["pyo3-wrapper", "c-method-guard"])
+def test_rust_panic_surfaces_as_python_exception(via_guard):
+    # A panic in native code must become a Python exception, never abort the interpreter.
+    # (ferroloop-only: stock asyncio has no native code of ours.)
+    ferroloop = _import_ferroloop()
+    from ferroloop import _native
+
+    with pytest.raises(BaseException) as caught:
+        _native._panic_for_tests(via_guard)
+    assert type(caught.value).__name__ == "PanicException"
+    assert "ferroloop test panic" in str(caught.value)
+    loop = ferroloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(asyncio.sleep(0, "still fine")) == "still fine"
+    finally:
+        loop.close()

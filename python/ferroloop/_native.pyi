@@ -14,6 +14,8 @@ _Ts = TypeVarTuple("_Ts")
 
 __version__: str
 
+def _panic_for_tests(via_guard: bool) -> None: ...
+
 # asyncio.Handle as ferroloop makes it: created natively, cancelled natively.
 class Handle(asyncio.Handle):
     def cancel(self) -> None: ...

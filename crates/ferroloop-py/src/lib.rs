@@ -16,11 +16,26 @@ mod handles;
 
 use pyo3::prelude::*;
 
+/// Raises a Rust panic inside native code, for the test that checks panics surface as Python
+/// exceptions (`pyo3_runtime.PanicException`) instead of aborting the interpreter: through
+/// PyO3's own method wrapper, or (`via_guard`) through the guard of ferroloop's hand-written
+/// C methods.
+#[pyfunction]
+fn _panic_for_tests(py: Python<'_>, via_guard: bool) -> PyResult<()> {
+    if via_guard {
+        let r = cmethods::guard(|_py| panic!("ferroloop test panic (guard)"));
+        assert!(r.is_null(), "a panicking body returns NULL");
+        return Err(PyErr::fetch(py));
+    }
+    panic!("ferroloop test panic (pyo3)");
+}
+
 #[pymodule(gil_used = true)]
 fn _native(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     handles::init(py, m)?;
     fastcall::init(py)?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
