@@ -9,7 +9,7 @@
 //! short and must never run Python code, including dropping Python objects (a `__del__` can
 //! switch threads).
 
-use std::cell::{RefCell, RefMut};
+use std::cell::{RefCell, RefMut, UnsafeCell};
 
 use pyo3::Python;
 
@@ -28,5 +28,32 @@ impl<T> GilCell<T> {
     #[inline]
     pub fn borrow_mut<'a>(&'a self, _py: Python<'_>) -> RefMut<'a, T> {
         self.0.borrow_mut()
+    }
+}
+
+/// A process-wide value touched only with the GIL held, by code that runs no Python while it
+/// holds the borrow: the handle free lists and the deallocation trashcan in `handles.rs`.
+/// Unlike an atomic or a mutex it costs nothing per access, which matters on paths taken once
+/// per callback.
+pub struct GilStatic<T>(UnsafeCell<T>);
+
+// SAFETY: `with` requires the GIL (module declared `gil_used`), which serialises all threads,
+// and its closures run no Python code, so no two accesses overlap.
+unsafe impl<T> Sync for GilStatic<T> {}
+
+impl<T> GilStatic<T> {
+    pub const fn new(value: T) -> Self {
+        Self(UnsafeCell::new(value))
+    }
+
+    /// Runs `f` on the value.
+    ///
+    /// # Safety
+    /// The GIL must be held, and `f` must not run Python code or re-enter `with` on the same
+    /// static.
+    #[inline]
+    pub unsafe fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: per the caller's contract this is the only live reference to the value.
+        f(unsafe { &mut *self.0.get() })
     }
 }

@@ -26,6 +26,7 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 
 use crate::cmethods::{self, guard};
 use crate::event_loop::LoopCore;
+use crate::gil_cell::GilStatic;
 
 /// Byte offsets of asyncio's handle slots inside a handle object.
 #[derive(Debug, Clone, Copy)]
@@ -155,23 +156,18 @@ const FREELIST_MAX: usize = 1024;
 /// step, a done callback, a re-armed timer) then reuses memory that is still in cache, and
 /// neither side touches the allocator or the collector's allocation count (which paces its
 /// collections).
-struct FreeList(std::cell::UnsafeCell<Vec<*mut ffi::PyObject>>);
-
-// SAFETY: a free list is only touched while allocating or deallocating a handle, both of
-// which happen with the GIL held, and the module is declared `gil_used`. Neither `push` nor
-// `pop` runs Python code, so no second access can interleave.
-unsafe impl Sync for FreeList {}
+struct FreeList(GilStatic<Vec<*mut ffi::PyObject>>);
 
 impl FreeList {
     const fn new() -> Self {
-        Self(std::cell::UnsafeCell::new(Vec::new()))
+        Self(GilStatic::new(Vec::new()))
     }
 
     /// # Safety
     /// GIL held.
     unsafe fn pop(&self) -> Option<*mut ffi::PyObject> {
-        // SAFETY: forwarded from the caller; see the `Sync` impl.
-        unsafe { (*self.0.get()).pop() }
+        // SAFETY: forwarded from the caller; `Vec::pop` runs no Python code.
+        unsafe { self.0.with(|v| v.pop()) }
     }
 
     /// Keeps `obj` unless the list is full; returns whether it was kept.
@@ -179,16 +175,19 @@ impl FreeList {
     /// # Safety
     /// GIL held.
     unsafe fn push(&self, obj: *mut ffi::PyObject) -> bool {
-        // SAFETY: forwarded from the caller; see the `Sync` impl.
-        let v = unsafe { &mut *self.0.get() };
-        if v.len() >= FREELIST_MAX {
-            return false;
+        // SAFETY: forwarded from the caller; nothing here runs Python code.
+        unsafe {
+            self.0.with(|v| {
+                if v.len() >= FREELIST_MAX {
+                    return false;
+                }
+                if v.capacity() == 0 {
+                    v.reserve_exact(FREELIST_MAX);
+                }
+                v.push(obj);
+                true
+            })
         }
-        if v.capacity() == 0 {
-            v.reserve_exact(FREELIST_MAX);
-        }
-        v.push(obj);
-        true
     }
 }
 
@@ -592,11 +591,17 @@ fn install_method(
 /// Slot offsets to clear, per class: 7 for `Handle`, 9 for `TimerHandle`.
 static HANDLE_SLOTS: OnceLock<Vec<isize>> = OnceLock::new();
 static TIMER_SLOTS: OnceLock<Vec<isize>> = OnceLock::new();
-/// How deep the deallocator is nested right now (only touched with the GIL held).
-static DEALLOC_DEPTH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// The deallocator's own trashcan: how deep it is nested right now, and the handles whose
+/// deallocation was postponed to bound that depth.
+struct DeallocState {
+    depth: u32,
+    deferred: Vec<*mut ffi::PyObject>,
+}
+static DEALLOC: GilStatic<DeallocState> = GilStatic::new(DeallocState {
+    depth: 0,
+    deferred: Vec::new(),
+});
 const MAX_DEALLOC_DEPTH: u32 = 32;
-/// Handles whose deallocation was postponed to bound the recursion (addresses; GIL held).
-static DEFERRED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
 
 unsafe extern "C" fn handle_dealloc(obj: *mut ffi::PyObject) {
     // SAFETY: CPython calls tp_dealloc with the GIL held on an object whose refcount reached
@@ -623,29 +628,40 @@ static TIMER_HANDLE_TYPE_PTR: std::sync::atomic::AtomicPtr<ffi::PyTypeObject> =
     std::sync::atomic::AtomicPtr::new(ptr::null_mut());
 
 unsafe fn dealloc_entry(obj: *mut ffi::PyObject) {
-    use std::sync::atomic::Ordering::Relaxed;
-    // SAFETY: see `handle_dealloc`.
+    // SAFETY: see `handle_dealloc`. Each `DEALLOC.with` closure only updates Rust values; the
+    // frees, which can run Python code and nest, happen between them.
     unsafe {
         // Untracked first, as CPython requires before the object's memory goes.
         ffi::PyObject_GC_UnTrack(obj.cast());
-        if DEALLOC_DEPTH.load(Relaxed) >= MAX_DEALLOC_DEPTH {
-            DEFERRED
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(obj as usize);
+        let postponed = DEALLOC.with(|s| {
+            if s.depth >= MAX_DEALLOC_DEPTH {
+                s.deferred.push(obj);
+                true
+            } else {
+                s.depth += 1;
+                false
+            }
+        });
+        if postponed {
             return;
         }
-        DEALLOC_DEPTH.fetch_add(1, Relaxed);
         free_handle(obj);
-        DEALLOC_DEPTH.fetch_sub(1, Relaxed);
-        if DEALLOC_DEPTH.load(Relaxed) == 0 {
-            loop {
-                let next = DEFERRED.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let Some(next) = next else { break };
-                DEALLOC_DEPTH.fetch_add(1, Relaxed);
-                free_handle(next as *mut ffi::PyObject);
-                DEALLOC_DEPTH.fetch_sub(1, Relaxed);
+        let outermost = DEALLOC.with(|s| {
+            s.depth -= 1;
+            s.depth == 0
+        });
+        if !outermost {
+            return;
+        }
+        while let Some(next) = DEALLOC.with(|s| {
+            let next = s.deferred.pop();
+            if next.is_some() {
+                s.depth += 1;
             }
+            next
+        }) {
+            free_handle(next);
+            DEALLOC.with(|s| s.depth -= 1);
         }
     }
 }
