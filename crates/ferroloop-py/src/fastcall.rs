@@ -60,6 +60,14 @@ unsafe fn parse<'py>(
                 Bound::from_borrowed_ptr(py, *args.add(nargs + i)),
             )
         };
+        // asyncio's C Task and Future pass the interned identifier `context` for every step
+        // and done callback: recognise it by identity before comparing text.
+        if name.is(pyo3::intern!(py, "context")) {
+            if !value.is_none() {
+                context = Some(value);
+            }
+            continue;
+        }
         let name = name.cast_into::<PyString>()?;
         let name = name.to_str()?;
         let (slot, position) = match name {
