@@ -46,31 +46,47 @@ fn key_deadline(key: u128) -> f64 {
     from_ordered_bits((key >> 64) as u64)
 }
 
-/// A 4-ary min-heap, earliest key at index 0, with the keys and the items in separate
-/// arrays.
+/// A 4-ary min-heap, earliest key first, with the keys and the items in separate arrays.
 ///
 /// `std`'s binary heap spends a cache miss per level when a few hundred thousand timers are
 /// pending. With four children per node the tree is half as deep, and with 16-byte keys kept
-/// apart from the items, the four children of a node share one cache line.
+/// apart from the items, a node's four children fill exactly one 64-byte cache line: keys are
+/// stored in 64-byte-aligned lines of four, shifted by `PAD` slots, so that node `j`'s children
+/// (nodes `4j+1 ..= 4j+4`) are line `j + 1`.
 struct QuadHeap<T> {
-    keys: Vec<u128>,
+    /// Node `j`'s key is slot `j + PAD` of this array of lines.
+    lines: Vec<KeyLine>,
+    /// Node `j`'s item at index `j`.
     items: Vec<T>,
 }
 
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct KeyLine([u128; ARITY]);
+
 const ARITY: usize = 4;
+const PAD: usize = ARITY - 1;
 
 impl<T> QuadHeap<T> {
     fn new() -> Self {
         Self {
-            keys: Vec::new(),
+            lines: Vec::new(),
             items: Vec::new(),
         }
     }
 
     fn from_parts(keys: Vec<u128>, items: Vec<T>) -> Self {
         debug_assert_eq!(keys.len(), items.len());
-        let mut h = Self { keys, items };
-        let n = h.keys.len();
+        let mut h = Self {
+            lines: Vec::with_capacity((keys.len() + PAD).div_ceil(ARITY)),
+            items: Vec::new(),
+        };
+        for (j, key) in keys.into_iter().enumerate() {
+            h.grow_to(j + 1);
+            h.set_key(j, key);
+        }
+        h.items = items;
+        let n = h.len();
         if n > 1 {
             for i in (0..=(n - 2) / ARITY).rev() {
                 h.sift_down(i);
@@ -80,34 +96,65 @@ impl<T> QuadHeap<T> {
     }
 
     fn into_parts(self) -> (Vec<u128>, Vec<T>) {
-        (self.keys, self.items)
+        let keys = (0..self.len()).map(|j| self.key(j)).collect();
+        (keys, self.items)
+    }
+
+    /// Makes room for `n` keys.
+    #[inline]
+    fn grow_to(&mut self, n: usize) {
+        let need = (n + PAD).div_ceil(ARITY);
+        if self.lines.len() < need {
+            self.lines.resize(need, KeyLine([u128::MAX; ARITY]));
+        }
+    }
+
+    #[inline]
+    fn key(&self, j: usize) -> u128 {
+        let k = j + PAD;
+        self.lines[k / ARITY].0[k % ARITY]
+    }
+
+    #[inline]
+    fn set_key(&mut self, j: usize, key: u128) {
+        let k = j + PAD;
+        self.lines[k / ARITY].0[k % ARITY] = key;
+    }
+
+    #[inline]
+    fn swap(&mut self, a: usize, b: usize) {
+        let (ka, kb) = (self.key(a), self.key(b));
+        self.set_key(a, kb);
+        self.set_key(b, ka);
+        self.items.swap(a, b);
     }
 
     #[inline]
     fn len(&self) -> usize {
-        self.keys.len()
+        self.items.len()
     }
 
     #[inline]
     fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.items.is_empty()
     }
 
     #[inline]
     fn peek(&self) -> Option<(u128, &T)> {
-        Some((*self.keys.first()?, self.items.first()?))
+        let item = self.items.first()?;
+        Some((self.key(0), item))
     }
 
     #[inline]
     fn push(&mut self, key: u128, item: T) {
-        self.keys.push(key);
+        let mut i = self.len();
+        self.grow_to(i + 1);
+        self.set_key(i, key);
         self.items.push(item);
-        let mut i = self.keys.len() - 1;
         while i > 0 {
             let parent = (i - 1) / ARITY;
-            if self.keys[i] < self.keys[parent] {
-                self.keys.swap(i, parent);
-                self.items.swap(i, parent);
+            if self.key(i) < self.key(parent) {
+                self.swap(i, parent);
                 i = parent;
             } else {
                 break;
@@ -117,19 +164,21 @@ impl<T> QuadHeap<T> {
 
     #[inline]
     fn pop(&mut self) -> Option<(u128, T)> {
-        let last_key = self.keys.pop()?;
-        let last_item = self.items.pop()?;
-        if self.keys.is_empty() {
+        let last = self.len().checked_sub(1)?;
+        let last_key = self.key(last);
+        let last_item = self.items.pop().expect("checked");
+        if last == 0 {
             return Some((last_key, last_item));
         }
-        let top_key = std::mem::replace(&mut self.keys[0], last_key);
+        let top_key = self.key(0);
+        self.set_key(0, last_key);
         let top_item = std::mem::replace(&mut self.items[0], last_item);
         self.sift_down(0);
         Some((top_key, top_item))
     }
 
     fn sift_down(&mut self, mut i: usize) {
-        let n = self.keys.len();
+        let n = self.len();
         loop {
             let first = i * ARITY + 1;
             if first >= n {
@@ -138,13 +187,12 @@ impl<T> QuadHeap<T> {
             let end = (first + ARITY).min(n);
             let mut best = first;
             for c in first + 1..end {
-                if self.keys[c] < self.keys[best] {
+                if self.key(c) < self.key(best) {
                     best = c;
                 }
             }
-            if self.keys[best] < self.keys[i] {
-                self.keys.swap(i, best);
-                self.items.swap(i, best);
+            if self.key(best) < self.key(i) {
+                self.swap(i, best);
                 i = best;
             } else {
                 break;
