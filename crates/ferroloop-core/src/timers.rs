@@ -14,6 +14,10 @@
 //! cannot order NaN at all; in practice its loop sees `when >= now` fail and runs such a
 //! timer on the next iteration, which is what this ordering gives.
 
+/// `pop_due` sorts the whole heap at once when every entry is due and there are more than
+/// this many.
+const BULK_THRESHOLD: usize = 64;
+
 /// Rebuild only heaps larger than this ...
 pub const MIN_SCHEDULED_FOR_COMPACTION: usize = 100;
 /// ... whose cancelled share is above this fraction.
@@ -213,6 +217,9 @@ fn sort_key(when: f64) -> f64 {
 /// Min-heap of `(deadline, item)` with FIFO ties and lazy cancellation.
 pub struct TimerHeap<T> {
     heap: QuadHeap<T>,
+    /// An upper bound of the keys in the heap (exact until entries are popped), so that
+    /// `pop_due` can tell cheaply that every entry is due.
+    max_key: u128,
     next_seq: u64,
     cancelled: usize,
 }
@@ -271,6 +278,21 @@ impl<T: Cancellable> TimerHeap<T> {
     pub fn pop_due(&mut self, end_time: f64, mut sink: impl FnMut(T)) {
         // Deadline `< end_time` ⇔ key `< (end_time, seq 0)` in the heap's integer order.
         let end = heap_key(end_time, 0);
+        if self.max_key < end && self.heap.len() > BULK_THRESHOLD {
+            // Everything is due (a burst of timers armed together has fallen due): one sort
+            // of the whole array beats a pop per entry, which walks the tree at random.
+            let (keys, items) = std::mem::replace(&mut self.heap, QuadHeap::new()).into_parts();
+            let mut all: Vec<(u128, T)> = keys.into_iter().zip(items).collect();
+            all.sort_unstable_by_key(|&(key, _)| key);
+            for (_, item) in all {
+                if item.is_cancelled() {
+                    self.cancelled = self.cancelled.saturating_sub(1);
+                }
+                sink(item);
+            }
+            self.max_key = 0;
+            return;
+        }
         while let Some((key, _)) = self.heap.peek() {
             if key >= end {
                 break;
@@ -288,6 +310,7 @@ impl<T> TimerHeap<T> {
     pub fn new() -> Self {
         Self {
             heap: QuadHeap::new(),
+            max_key: 0,
             next_seq: 0,
             cancelled: 0,
         }
@@ -298,7 +321,9 @@ impl<T> TimerHeap<T> {
     pub fn push(&mut self, when: f64, item: T) {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        self.heap.push(heap_key(sort_key(when), seq), item);
+        let key = heap_key(sort_key(when), seq);
+        self.max_key = self.max_key.max(key);
+        self.heap.push(key, item);
     }
 
     /// Records that one scheduled entry was cancelled by its owner.
@@ -331,6 +356,7 @@ impl<T> TimerHeap<T> {
     /// Removes every entry (used when a loop is closed).
     pub fn drain_all(&mut self) -> Vec<T> {
         self.cancelled = 0;
+        self.max_key = 0;
         std::mem::replace(&mut self.heap, QuadHeap::new())
             .into_parts()
             .1
@@ -424,6 +450,33 @@ mod tests {
         let got = drain_due(&mut h, 8.0);
         assert_eq!(got[0], 5000);
         assert_eq!(&got[1..], &(0..1000).collect::<Vec<_>>()[..]);
+    }
+
+    #[test]
+    fn a_burst_that_is_all_due_comes_out_sorted() {
+        // More than BULK_THRESHOLD entries, all due: the one-sort path.
+        let mut h = TimerHeap::new();
+        let items: Vec<Item> = (0..1000).map(item).collect();
+        for it in &items {
+            h.push(((it.id * 7919) % 50) as f64, it.clone());
+        }
+        for it in items.iter().step_by(3) {
+            cancel(&mut h, it);
+        }
+        let got = drain_due(&mut h, 100.0);
+        let mut want: Vec<(usize, usize)> = items
+            .iter()
+            .filter(|it| !it.is_cancelled())
+            .map(|it| ((it.id * 7919) % 50, it.id))
+            .collect();
+        want.sort();
+        assert_eq!(got, want.into_iter().map(|(_, id)| id).collect::<Vec<_>>());
+        assert!(h.is_empty());
+        assert_eq!(h.cancelled_count(), 0);
+        // And the heap works normally afterwards.
+        h.push(5.0, item(1));
+        h.push(1.0, item(2));
+        assert_eq!(drain_due(&mut h, 10.0), vec![2, 1]);
     }
 
     #[test]
