@@ -10,6 +10,7 @@ for as long as asyncio keeps the policy API.
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from .base_events import Loop
 
@@ -21,7 +22,16 @@ def new_event_loop() -> Loop:
     return Loop()
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+# The base of our policy: asyncio's default one (with the child-watcher API some libraries still
+# call on 3.11–3.13). Python 3.14 deprecates the public policy names; its private base class
+# avoids a DeprecationWarning at import where it exists.
+_PolicyBase: type = asyncio.DefaultEventLoopPolicy if sys.version_info < (3, 14) else (
+    getattr(asyncio.events, "_BaseDefaultEventLoopPolicy", None)
+    or asyncio.DefaultEventLoopPolicy
+)
+
+
+class EventLoopPolicy(_PolicyBase):  # type: ignore[misc, valid-type]
     """asyncio's default policy, except that the loops it makes are ferroloop loops."""
 
     def new_event_loop(self) -> Loop:
