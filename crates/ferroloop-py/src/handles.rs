@@ -222,11 +222,30 @@ pub fn new_handle<'py>(
     loop_: &Bound<'py, PyAny>,
     context: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let l = layout();
-    // SAFETY: `alloc` returns a fresh, zeroed instance of our `Handle` subclass, whose layout
-    // is asyncio's; each store hands a new strong reference to a slot.
+    // SAFETY: `alloc` returns a fresh instance of our `Handle` subclass, whose layout is
+    // asyncio's; `init_handle_slots` stores all of its slots before anything can see it.
     unsafe {
         let obj = alloc(py, handle_type(py))?;
+        init_handle_slots(obj, callback, args, loop_, context);
+        Ok(Bound::from_owned_ptr(py, obj))
+    }
+}
+
+/// Stores the slots every asyncio handle has (`Handle.__init__` outside debug mode).
+///
+/// # Safety
+/// `obj` is fresh from [`alloc`] (its slots hold no references), GIL held.
+#[inline(always)]
+unsafe fn init_handle_slots(
+    obj: *mut ffi::PyObject,
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    loop_: &Bound<'_, PyAny>,
+    context: Bound<'_, PyAny>,
+) {
+    let l = layout();
+    // SAFETY: forwarded from the caller; each store hands a new strong reference to a slot.
+    unsafe {
         init_slot(obj, l.callback, new_ref(callback.as_ptr()));
         init_slot(obj, l.args, new_ref(args.as_ptr()));
         init_slot(obj, l.cancelled, py_bool(false));
@@ -234,7 +253,6 @@ pub fn new_handle<'py>(
         init_slot(obj, l.source_traceback, new_ref(ffi::Py_None()));
         init_slot(obj, l.repr, new_ref(ffi::Py_None()));
         init_slot(obj, l.context, context.into_ptr());
-        Ok(Bound::from_owned_ptr(py, obj))
     }
 }
 
@@ -254,13 +272,7 @@ pub fn new_timer_handle<'py>(
     // `_scheduled` and `_when` slots.
     unsafe {
         let obj = alloc(py, timer_handle_type(py))?;
-        init_slot(obj, l.callback, new_ref(callback.as_ptr()));
-        init_slot(obj, l.args, new_ref(args.as_ptr()));
-        init_slot(obj, l.cancelled, py_bool(false));
-        init_slot(obj, l.loop_, new_ref(loop_.as_ptr()));
-        init_slot(obj, l.source_traceback, new_ref(ffi::Py_None()));
-        init_slot(obj, l.repr, new_ref(ffi::Py_None()));
-        init_slot(obj, l.context, context.into_ptr());
+        init_handle_slots(obj, callback, args, loop_, context);
         init_slot(obj, l.when, new_ref(when.as_ptr()));
         init_slot(obj, l.scheduled, py_bool(true));
         Ok(Bound::from_owned_ptr(py, obj))
