@@ -14,8 +14,9 @@
 //! cannot order NaN at all; in practice its loop sees `when >= now` fail and runs such a
 //! timer on the next iteration, which is what this ordering gives.
 
-/// `pop_due` sorts the whole heap at once when every entry is due and there are more than
-/// this many.
+/// `pop_due` switches from popping one entry at a time to one pass over the whole heap when
+/// every entry of a heap larger than this is due, or after popping this many (or a sixteenth
+/// of the heap, whichever is more) in one call.
 const BULK_THRESHOLD: usize = 64;
 
 /// Rebuild only heaps larger than this ...
@@ -278,26 +279,56 @@ impl<T: Cancellable> TimerHeap<T> {
     pub fn pop_due(&mut self, end_time: f64, mut sink: impl FnMut(T)) {
         // Deadline `< end_time` ⇔ key `< (end_time, seq 0)` in the heap's integer order.
         let end = heap_key(end_time, 0);
-        if self.max_key < end && self.heap.len() > BULK_THRESHOLD {
-            // Everything is due (a burst of timers armed together has fallen due): one sort
-            // of the whole array beats a pop per entry, which walks the tree at random.
-            let (keys, items) = std::mem::replace(&mut self.heap, QuadHeap::new()).into_parts();
-            let mut all: Vec<(u128, T)> = keys.into_iter().zip(items).collect();
-            all.sort_unstable_by_key(|&(key, _)| key);
-            for (_, item) in all {
-                if item.is_cancelled() {
-                    self.cancelled = self.cancelled.saturating_sub(1);
-                }
-                sink(item);
-            }
-            self.max_key = 0;
+        if self.heap.len() > BULK_THRESHOLD && self.max_key < end {
+            // Everything is due (a burst of timers armed together has fallen due).
+            self.drain_due_bulk(end, &mut sink);
             return;
         }
+        // Pop one by one, which costs a walk down the tree per entry. If that goes on for a
+        // sixteenth of the heap, many more are probably due (a burst armed over a few
+        // milliseconds): switch to one linear pass, whose cost the pops so far have paid for.
+        let switch_at = (self.heap.len() / 16).max(BULK_THRESHOLD);
+        let mut popped = 0usize;
         while let Some((key, _)) = self.heap.peek() {
             if key >= end {
                 break;
             }
+            if popped == switch_at {
+                self.drain_due_bulk(end, &mut sink);
+                return;
+            }
             let (_, item) = self.heap.pop().expect("peeked");
+            popped += 1;
+            if item.is_cancelled() {
+                self.cancelled = self.cancelled.saturating_sub(1);
+            }
+            sink(item);
+        }
+    }
+
+    /// `pop_due`'s bulk path: one pass splits the entries into due and pending, the due ones
+    /// are sorted and handed out, and the pending ones are rebuilt into a heap. Sequential
+    /// passes over the arrays beat a pop per entry, which reads the tree at random.
+    fn drain_due_bulk(&mut self, end: u128, sink: &mut impl FnMut(T)) {
+        let (keys, items) = std::mem::replace(&mut self.heap, QuadHeap::new()).into_parts();
+        let mut due: Vec<(u128, T)> = Vec::new();
+        let mut pending_keys = Vec::new();
+        let mut pending_items = Vec::new();
+        for (key, item) in keys.into_iter().zip(items) {
+            if key < end {
+                due.push((key, item));
+            } else {
+                pending_keys.push(key);
+                pending_items.push(item);
+            }
+        }
+        if pending_items.is_empty() {
+            self.max_key = 0;
+        } else {
+            self.heap = QuadHeap::from_parts(pending_keys, pending_items);
+        }
+        due.sort_unstable_by_key(|&(key, _)| key);
+        for (_, item) in due {
             if item.is_cancelled() {
                 self.cancelled = self.cancelled.saturating_sub(1);
             }
@@ -477,6 +508,49 @@ mod tests {
         h.push(5.0, item(1));
         h.push(1.0, item(2));
         assert_eq!(drain_due(&mut h, 10.0), vec![2, 1]);
+    }
+
+    #[test]
+    fn a_burst_that_is_mostly_due_switches_to_one_pass() {
+        // 4000 entries over 50 deadlines, 40 of them due: pop_due pops a sixteenth of the heap
+        // one by one, then splits the rest in one pass. Order, cancellation counts and the
+        // pending entries left behind must be as if every entry had been popped.
+        let mut h = TimerHeap::new();
+        let items: Vec<Item> = (0..4000).map(item).collect();
+        let when = |id: usize| ((id * 7919) % 50) as f64;
+        for it in &items {
+            h.push(when(it.id), it.clone());
+        }
+        for it in items.iter().step_by(7) {
+            cancel(&mut h, it);
+        }
+        let got = drain_due(&mut h, 40.0);
+        let sorted = |pred: &dyn Fn(f64) -> bool| {
+            let mut v: Vec<(usize, usize)> = items
+                .iter()
+                .filter(|it| !it.is_cancelled() && pred(when(it.id)))
+                .map(|it| (when(it.id) as usize, it.id))
+                .collect();
+            v.sort();
+            v.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
+        };
+        assert_eq!(got, sorted(&|w| w < 40.0));
+        let pending_cancelled = items
+            .iter()
+            .step_by(7)
+            .filter(|it| when(it.id) >= 40.0)
+            .count();
+        assert_eq!(h.cancelled_count(), pending_cancelled);
+        assert_eq!(h.next_deadline(), Some(40.0));
+        // Timers pushed later still order correctly against the rebuilt heap.
+        h.push(40.5, item(9000));
+        let rest = drain_due(&mut h, 1000.0);
+        let mut want = sorted(&|w| w >= 40.0);
+        let at = want.iter().position(|&id| when(id) > 40.0).unwrap();
+        want.insert(at, 9000);
+        assert_eq!(rest, want);
+        assert!(h.is_empty());
+        assert_eq!(h.cancelled_count(), 0);
     }
 
     #[test]
