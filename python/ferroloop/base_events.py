@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _native
+from .selector_events import SocketMethods
 
 __all__ = ["Loop"]
 
@@ -77,7 +78,7 @@ def _not_implemented(name: str, issue: int, what: str) -> NotImplementedError:
     )
 
 
-class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
+class Loop(_native.LoopCore, SocketMethods, asyncio.AbstractEventLoop):
     """An asyncio event loop whose scheduler, timers and poller are written in Rust."""
 
     def __init__(self) -> None:
@@ -98,6 +99,9 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
         self._signal_rsock: socket.socket | None = None
         self._signal_wsock: socket.socket | None = None
         self._old_wakeup_fd: int | None = None
+        # fd -> the transport that owns it (filled by the transports of issue #5); a watcher
+        # or sock_* call on such an fd raises RuntimeError, as in asyncio.
+        self._transports: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._set_debug_flag(_debug_mode_from_environment())
         if type(self).time is not _native.LoopCore.time:
             self._set_time_overridden(True)
@@ -528,52 +532,74 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
         finally:
             self._current_handle = None
 
+    def _io_handle_debug(self, callback: Callable, args: tuple) -> asyncio.Handle:
+        """The handle of an fd watcher in debug mode (it records where it was created)."""
+        handle = _native.Handle(callback, args, self, None)
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
+        return handle
+
+    # -- name resolution ---------------------------------------------------------------------
+
+    async def getaddrinfo(
+        self, host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0,
+        flags: int = 0,
+    ) -> list[tuple]:
+        """``socket.getaddrinfo`` without blocking the loop.
+
+        IP-address hosts with numeric ports are answered in-process (identically, see
+        ``addrinfo.rs``); everything else runs ``socket.getaddrinfo`` in the default
+        executor, as asyncio does. Debug mode always takes the executor path, whose
+        logging asyncio users know.
+        """
+        if not self.get_debug():
+            infos = _native.getaddrinfo_numeric(host, port, family, type, proto, flags)
+            if infos is not None:
+                return infos
+            resolve = socket.getaddrinfo
+        else:
+            resolve = self._getaddrinfo_debug
+        return await self.run_in_executor(None, resolve, host, port, family, type, proto, flags)
+
+    def _getaddrinfo_debug(
+        self, host: Any, port: Any, family: int, type: int, proto: int, flags: int
+    ) -> list[tuple]:
+        """``socket.getaddrinfo`` with the timing log asyncio writes in debug mode."""
+        parts = [f"{host}:{port!r}"]
+        for name, value in (("family", family), ("type", type), ("proto", proto),
+                            ("flags", flags)):
+            if value:
+                parts.append(f"{name}={value!r}")
+        what = ", ".join(parts)
+        logger.debug("Get address info %s", what)
+        t0 = self.time()
+        infos = socket.getaddrinfo(host, port, family, type, proto, flags)
+        dt = self.time() - t0
+        msg = f"Getting address info {what} took {dt * 1e3:.3f}ms: {infos!r}"
+        if dt >= self.slow_callback_duration:
+            logger.info(msg)
+        else:
+            logger.debug(msg)
+        return infos
+
+    async def getnameinfo(self, sockaddr: Any, flags: int = 0) -> tuple[str, str]:
+        """``socket.getnameinfo`` in the default executor (as asyncio)."""
+        return await self.run_in_executor(None, socket.getnameinfo, sockaddr, flags)
+
+    async def _ensure_resolved(
+        self, address: Any, *, family: int = 0, type: int = socket.SOCK_STREAM,
+        proto: int = 0, flags: int = 0,
+    ) -> list[tuple]:
+        """Address infos for ``address``: the address itself if it is an IP already."""
+        host, port = address[:2]
+        info = _ipaddr_info(host, port, family, type, proto, *address[2:])
+        if info is not None:
+            return [info]
+        return await self.getaddrinfo(
+            host, port, family=family, type=type, proto=proto, flags=flags
+        )
+
     # -- methods of later issues: visibly not implemented -----------------------------------
-
-    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
-        raise _not_implemented("getaddrinfo", 4, "name resolution and the socket API")
-
-    async def getnameinfo(self, sockaddr, flags=0):
-        raise _not_implemented("getnameinfo", 4, "name resolution and the socket API")
-
-    def add_reader(self, fd, callback, *args):
-        raise _not_implemented("add_reader", 4, "file descriptor watchers")
-
-    def remove_reader(self, fd):
-        raise _not_implemented("remove_reader", 4, "file descriptor watchers")
-
-    def add_writer(self, fd, callback, *args):
-        raise _not_implemented("add_writer", 4, "file descriptor watchers")
-
-    def remove_writer(self, fd):
-        raise _not_implemented("remove_writer", 4, "file descriptor watchers")
-
-    async def sock_recv(self, sock, nbytes):
-        raise _not_implemented("sock_recv", 4, "socket coroutines")
-
-    async def sock_recv_into(self, sock, buf):
-        raise _not_implemented("sock_recv_into", 4, "socket coroutines")
-
-    async def sock_recvfrom(self, sock, bufsize):
-        raise _not_implemented("sock_recvfrom", 4, "socket coroutines")
-
-    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
-        raise _not_implemented("sock_recvfrom_into", 4, "socket coroutines")
-
-    async def sock_sendall(self, sock, data):
-        raise _not_implemented("sock_sendall", 4, "socket coroutines")
-
-    async def sock_sendto(self, sock, data, address):
-        raise _not_implemented("sock_sendto", 4, "socket coroutines")
-
-    async def sock_connect(self, sock, address):
-        raise _not_implemented("sock_connect", 4, "socket coroutines")
-
-    async def sock_accept(self, sock):
-        raise _not_implemented("sock_accept", 4, "socket coroutines")
-
-    async def sock_sendfile(self, sock, file, offset=0, count=None, *, fallback=None):
-        raise _not_implemented("sock_sendfile", 4, "socket coroutines")
 
     async def create_connection(self, protocol_factory, host=None, port=None, **kwargs):
         raise _not_implemented("create_connection", 5, "stream transports")
@@ -617,6 +643,49 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
 
     def remove_signal_handler(self, sig):
         raise _not_implemented("remove_signal_handler", 8, "signal handlers")
+
+
+def _ipaddr_info(
+    host: Any, port: Any, family: int, type: int, proto: int, flowinfo: int = 0,
+    scopeid: int = 0,
+) -> tuple | None:
+    """One address info for a host that is already an IP address, else None.
+
+    Used where asyncio skips ``getaddrinfo`` (``sock_connect``, ``create_connection``): the
+    host string is kept as given, flow info and scope id come from the address tuple.
+    """
+    if host is None or proto not in (0, socket.IPPROTO_TCP, socket.IPPROTO_UDP):
+        return None
+    if type == socket.SOCK_STREAM:
+        proto = socket.IPPROTO_TCP
+    elif type == socket.SOCK_DGRAM:
+        proto = socket.IPPROTO_UDP
+    else:
+        return None
+    if port is None or port == "" or port == b"":
+        port = 0
+    else:
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            return None  # a service name: getaddrinfo must look it up
+    if family == socket.AF_UNSPEC:
+        families = [socket.AF_INET, socket.AF_INET6] if socket.has_ipv6 else [socket.AF_INET]
+    else:
+        families = [family]
+    if isinstance(host, bytes):
+        host = host.decode("idna")
+    if "%" in host:
+        return None  # inet_pton takes no zone id; getaddrinfo resolves it
+    for af in families:
+        try:
+            socket.inet_pton(af, host)
+        except OSError:
+            continue
+        if socket.has_ipv6 and af == socket.AF_INET6:
+            return af, type, proto, "", (host, port, flowinfo, scopeid)
+        return af, type, proto, "", (host, port)
+    return None
 
 
 def _set_result_unless_cancelled(fut: asyncio.Future, result: Any) -> None:

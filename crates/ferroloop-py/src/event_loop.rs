@@ -29,6 +29,7 @@ use ferroloop_core::{Events, Interest, Mode, Poller, ReadyQueue, TimerHeap, Toke
 
 use crate::gil_cell::GilCell;
 use crate::handles::{self, Queued, RunOutcome};
+use crate::watchers::{Direction, Watchers};
 
 /// asyncio's cap on one poll's timeout (`MAXIMUM_SELECT_TIMEOUT`).
 const MAX_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
@@ -49,21 +50,23 @@ impl Cancellable for TimerEntry {
     }
 }
 
-struct State {
-    ready: ReadyQueue<Queued>,
+pub(crate) struct State {
+    pub(crate) ready: ReadyQueue<Queued>,
     timers: TimerHeap<TimerEntry>,
+    /// fd watchers (`add_reader` / `add_writer`).
+    pub(crate) watchers: Watchers,
     /// The signal wake-up fd the loop watches while it runs (`signal.set_wakeup_fd`).
     signal_fd: Option<i32>,
 }
 
 #[pyclass(subclass, frozen, module = "ferroloop._native", name = "LoopCore")]
 pub struct LoopCore {
-    state: GilCell<State>,
+    pub(crate) state: GilCell<State>,
     /// Owned by the loop thread; taken out while the GIL is released for the poll.
     events: GilCell<Option<Events>>,
-    poller: Poller,
+    pub(crate) poller: Poller,
     stopping: AtomicBool,
-    closed: AtomicBool,
+    pub(crate) closed: AtomicBool,
     running: AtomicBool,
     debug: AtomicBool,
     /// `loop.time` was replaced (an instance attribute or a subclass): call it instead of
@@ -71,7 +74,7 @@ pub struct LoopCore {
     time_overridden: AtomicBool,
     /// File descriptors registered by users of the loop (watchers, transports). While there
     /// are none, a zero-timeout poll is skipped.
-    io_registrations: AtomicU64,
+    pub(crate) io_registrations: AtomicU64,
     /// A task factory is set: `create_task` takes the Python path.
     has_task_factory: AtomicBool,
     /// Iterations that skipped the poll (see `poll_once`), for pacing signal checks.
@@ -290,6 +293,28 @@ impl LoopCore {
         }
     }
 
+    /// `_add_reader` / `_add_writer`: a handle for `callback(*args)` in a copy of the
+    /// current context (built in Python in debug mode, to record where it was made).
+    fn add_io_handle<'py>(
+        slf: &Bound<'py, Self>,
+        fd: &Bound<'py, PyAny>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        dir: Direction,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let handle = if this.debug_enabled() {
+            slf.call_method1(pyo3::intern!(py, "_io_handle_debug"), (callback, args))?
+        } else {
+            let (ctx, _) = Self::context_or_copy(py, None)?;
+            handles::new_handle(py, callback, args, slf.as_any(), ctx)?
+        };
+        this.add_watcher(py, fd, dir, &handle)?;
+        Ok(handle)
+    }
+
     /// Steps 1–2 of an iteration: housekeeping, timeout, poll.
     fn poll_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
@@ -346,26 +371,43 @@ impl LoopCore {
             .borrow_mut(py)
             .take()
             .unwrap_or_else(|| Events::with_capacity(1024));
+        let mut timeout = timeout;
         if timeout != Some(Duration::ZERO) {
             this.poller.prepare_sleep();
             // Work queued by another thread between our look at the queue and
             // `prepare_sleep` would be missed; the GIL makes that window empty, and a second
             // look keeps it empty without relying on that.
             if !this.state.borrow_mut(py).ready.is_empty() {
-                let poller = &this.poller;
-                let res = py.detach(|| poller.poll(&mut events, Some(Duration::ZERO)));
-                *this.events.borrow_mut(py) = Some(events);
-                return Self::after_poll(py, res);
+                timeout = Some(Duration::ZERO);
             }
         }
         let poller = &this.poller;
         let res = py.detach(|| poller.poll(&mut events, timeout));
-        let signal_ready = signal_fd.is_some() && events.iter().any(|e| e.token == SIGNAL_TOKEN);
+
+        // Step 2b: readiness to watchers (asyncio's `_process_events`).
+        let mut signal_ready = false;
+        let mut cancelled = Vec::new();
+        {
+            let mut st = this.state.borrow_mut(py);
+            let State {
+                ready, watchers, ..
+            } = &mut *st;
+            for e in events.iter() {
+                if e.token == SIGNAL_TOKEN {
+                    signal_ready = true;
+                } else {
+                    watchers.dispatch(py, &e, ready, &mut cancelled);
+                }
+            }
+        }
         *this.events.borrow_mut(py) = Some(events);
         if signal_ready {
             if let Some(fd) = signal_fd {
                 drain_fd(fd);
             }
+        }
+        for (fd, dir) in cancelled {
+            this.remove_watcher_fd(py, fd, dir)?;
         }
         Self::after_poll(py, res)
     }
@@ -516,6 +558,7 @@ impl LoopCore {
             state: GilCell::new(State {
                 ready: ReadyQueue::new(),
                 timers: TimerHeap::new(),
+                watchers: Watchers::default(),
                 signal_fd: None,
             }),
             events: GilCell::new(Some(Events::with_capacity(1024))),
@@ -681,15 +724,54 @@ impl LoopCore {
     /// Mark the loop closed and drop every queued callback and timer.
     fn _close_native(&self, py: Python<'_>) {
         self.closed.store(true, Relaxed);
-        let (ready, timers) = {
+        let (ready, timers, watchers) = {
             let mut st = self.state.borrow_mut(py);
-            (st.ready.drain_all(), st.timers.drain_all())
+            (
+                st.ready.drain_all(),
+                st.timers.drain_all(),
+                st.watchers.drain(),
+            )
         };
+        self.io_registrations.store(0, Relaxed);
         for t in &timers {
             // SAFETY: heap entries are timer handles; GIL held.
             unsafe { handles::set_unscheduled(t.0.as_ptr()) };
         }
         drop(ready);
         drop(timers);
+        drop(watchers);
+    }
+
+    /// asyncio's `_add_reader`: watch `fd` (an int or an object with `fileno()`) for
+    /// reading; returns the new handle. Replaces (and cancels) a previous reader.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader<'py>(
+        slf: &Bound<'py, Self>,
+        fd: &Bound<'py, PyAny>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::add_io_handle(slf, fd, callback, args, Direction::Read)
+    }
+
+    /// asyncio's `_add_writer`.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer<'py>(
+        slf: &Bound<'py, Self>,
+        fd: &Bound<'py, PyAny>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::add_io_handle(slf, fd, callback, args, Direction::Write)
+    }
+
+    /// asyncio's `_remove_reader`: whether a reader was removed.
+    fn _remove_reader(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_watcher(py, fd, Direction::Read)
+    }
+
+    /// asyncio's `_remove_writer`.
+    fn _remove_writer(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_watcher(py, fd, Direction::Write)
     }
 }

@@ -8,11 +8,13 @@
 //! `gil_cell.rs`), so a free-threaded interpreter keeps its GIL enabled while ferroloop is
 //! imported.
 
+mod addrinfo;
 mod cmethods;
 mod event_loop;
 mod fastcall;
 mod gil_cell;
 mod handles;
+mod watchers;
 
 use pyo3::prelude::*;
 
@@ -36,6 +38,7 @@ fn _native(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     handles::init(py, m)?;
     fastcall::init(py)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(addrinfo::getaddrinfo_numeric, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,0 +1,422 @@
+//! File-descriptor watchers: asyncio's `add_reader` / `add_writer` and the selector's key map.
+//!
+//! A watcher is an `asyncio.Handle` run every time its fd polls readable (or writable), for
+//! as long as it stays registered: level-triggered, as asyncio's selectors are, so a reader
+//! that leaves data unread runs again on the next iteration.
+//!
+//! Why each registration carries a generation: epoll identifies a registration by the pair
+//! (open file, fd number), but reports it with the 64-bit word we gave it, and a closed fd
+//! number is handed out again by the next `socket()` or `open()`. If that word were the fd
+//! alone, an event of one file could be taken for the other's. So the word is
+//! `generation << 32 | fd`, every fresh registration gets a new generation, and an event
+//! whose generation is not the one on record for its fd is dropped. Re-arming always goes
+//! through `EPOLL_CTL_MOD`, which the kernel resolves against the file the fd number names
+//! *now*: `ENOENT` means the file we registered is gone (closed without `remove_reader`,
+//! perhaps replaced by a new one under the same number). Its watchers are then stale: they
+//! are cancelled and the fd is registered afresh for the new watcher only, so an old watcher
+//! never sees events of a new file. (asyncio's selector keeps the stale key and either raises
+//! `FileNotFoundError` or, when the event mask is unchanged, silently never watches the new
+//! file at all.)
+//!
+//! Everything else follows asyncio's `BaseSelectorEventLoop`: `fd` may be an int or any
+//! object with `fileno()`; the object first registered is remembered, so that
+//! `remove_reader(sock)` still finds the registration after `sock.close()`; replacing a
+//! watcher cancels the old handle; removing one cancels it and returns whether there was one.
+
+use pyo3::exceptions::{PyAttributeError, PyOSError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+use ferroloop_core::{Event, Interest, Mode, ReadyQueue, Token};
+
+use crate::event_loop::LoopCore;
+use crate::handles::{self, Queued};
+
+/// Which side of an fd a watcher waits for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Read,
+    Write,
+}
+
+/// One registered fd (asyncio's `SelectorKey`).
+pub struct FdWatch {
+    /// The object the fd was registered with (`SelectorKey.fileobj`).
+    fileobj: Py<PyAny>,
+    reader: Option<Py<PyAny>>,
+    writer: Option<Py<PyAny>>,
+    generation: u32,
+}
+
+impl FdWatch {
+    fn interest(&self) -> Option<Interest> {
+        match (self.reader.is_some(), self.writer.is_some()) {
+            (false, false) => None,
+            (true, false) => Some(Interest::READABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            (true, true) => Some(Interest::BOTH),
+        }
+    }
+
+    fn slot(&mut self, dir: Direction) -> &mut Option<Py<PyAny>> {
+        match dir {
+            Direction::Read => &mut self.reader,
+            Direction::Write => &mut self.writer,
+        }
+    }
+
+    /// The handles this registration holds, for cancelling or dropping outside a borrow.
+    fn into_handles(self) -> impl Iterator<Item = Py<PyAny>> {
+        self.reader.into_iter().chain(self.writer)
+    }
+}
+
+/// The registered fds, indexed by fd number (fds are small and dense).
+#[derive(Default)]
+pub struct Watchers {
+    slots: Vec<Option<FdWatch>>,
+    live: usize,
+    next_generation: u32,
+}
+
+fn token(fd: i32, generation: u32) -> Token {
+    Token((u64::from(generation) << 32) | u64::from(fd as u32))
+}
+
+fn decode(token: Token) -> (i32, u32) {
+    (
+        (token.0 & 0xffff_ffff) as u32 as i32,
+        (token.0 >> 32) as u32,
+    )
+}
+
+impl Watchers {
+    /// How many fds are registered.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    fn get_mut(&mut self, fd: i32) -> Option<&mut FdWatch> {
+        self.slots.get_mut(fd as usize)?.as_mut()
+    }
+
+    fn insert(&mut self, fd: i32, watch: FdWatch) {
+        let i = fd as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        if self.slots[i].replace(watch).is_none() {
+            self.live += 1;
+        }
+    }
+
+    fn take(&mut self, fd: i32) -> Option<FdWatch> {
+        let w = self.slots.get_mut(fd as usize)?.take();
+        if w.is_some() {
+            self.live -= 1;
+        }
+        w
+    }
+
+    fn fresh_generation(&mut self) -> u32 {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        self.next_generation
+    }
+
+    /// The fd registered with exactly this object (asyncio's exhaustive search).
+    fn find_fileobj(&self, obj: &Bound<'_, PyAny>) -> Option<i32> {
+        self.slots.iter().enumerate().find_map(|(fd, w)| {
+            w.as_ref()
+                .filter(|w| w.fileobj.as_ptr() == obj.as_ptr())
+                .map(|_| fd as i32)
+        })
+    }
+
+    /// Every registration, for `close()`.
+    pub fn drain(&mut self) -> Vec<Py<PyAny>> {
+        self.live = 0;
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .flatten()
+            .flat_map(FdWatch::into_handles)
+            .collect()
+    }
+
+    /// Queues the watchers an event wakes, as asyncio's `_process_events` does: any flag
+    /// besides "readable" counts as writable and any besides "writable" as readable (errors
+    /// and hang-ups wake both sides, so each sees the error on its next syscall). Watchers
+    /// whose handle was cancelled are collected in `cancelled` for removal.
+    pub fn dispatch(
+        &self,
+        py: Python<'_>,
+        event: &Event,
+        ready: &mut ReadyQueue<Queued>,
+        cancelled: &mut Vec<(i32, Direction)>,
+    ) {
+        let (fd, generation) = decode(event.token);
+        let Some(Some(w)) = self.slots.get(fd as usize) else {
+            return;
+        };
+        if w.generation != generation {
+            return; // an event of a file this fd number no longer names
+        }
+        let other = event.error || event.hangup;
+        let wake = [
+            (event.readable || other, &w.reader, Direction::Read),
+            (event.writable || other, &w.writer, Direction::Write),
+        ];
+        for (fired, handle, dir) in wake {
+            let Some(handle) = handle.as_ref().filter(|_| fired) else {
+                continue;
+            };
+            // SAFETY: watcher handles are asyncio.Handle instances; GIL held.
+            if unsafe { handles::is_cancelled(handle.as_ptr()) } {
+                cancelled.push((fd, dir));
+            } else {
+                ready.push(Queued::new(handle.bind(py), None));
+            }
+        }
+    }
+}
+
+/// An `OSError` as the `socket`/`select` modules raise it: `OSError(errno, strerror)`, which
+/// Python turns into the matching subclass (`PermissionError`, `FileNotFoundError`, ...).
+pub fn os_error(py: Python<'_>, err: std::io::Error) -> PyErr {
+    match err.raw_os_error() {
+        Some(code) => {
+            let msg = py
+                .import("os")
+                .and_then(|os| os.call_method1("strerror", (code,)))
+                .and_then(|s| s.extract::<String>())
+                .unwrap_or_else(|_| err.to_string());
+            PyOSError::new_err((code, msg))
+        }
+        None => err.into(),
+    }
+}
+
+/// `selectors._fileobj_to_fd`: an int, or `int(fileobj.fileno())`, and never negative.
+fn fileobj_to_fd(py: Python<'_>, fileobj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    // SAFETY: a type check on a live object, GIL held.
+    let fd = if unsafe { ffi::PyLong_Check(fileobj.as_ptr()) } != 0 {
+        fileobj.extract::<i64>()?
+    } else {
+        let converted = fileobj
+            .call_method0(pyo3::intern!(py, "fileno"))
+            .and_then(|n| {
+                // `int(...)` of whatever `fileno()` returned.
+                py.get_type::<pyo3::types::PyInt>()
+                    .call1((n,))?
+                    .extract::<i64>()
+            });
+        match converted {
+            Ok(fd) => fd,
+            Err(e)
+                if e.is_instance_of::<PyAttributeError>(py)
+                    || e.is_instance_of::<PyTypeError>(py)
+                    || e.is_instance_of::<PyValueError>(py) =>
+            {
+                return Err(PyValueError::new_err(format!(
+                    "Invalid file object: {}",
+                    fileobj.repr()?
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
+    }
+    Ok(fd)
+}
+
+fn to_c_fd(fd: i64) -> PyResult<i32> {
+    i32::try_from(fd)
+        .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))
+}
+
+/// An fd number as the borrowed fd the poller takes.
+fn borrow_fd(fd: i32) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: the poller only passes the number to `epoll_ctl`, which checks it itself (a
+    // closed or reused number gives EBADF/ENOENT, handled by the callers); nothing is read
+    // from or written to the fd, and the borrow is not kept.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+impl LoopCore {
+    /// The fd `fileobj` names: `fileobj_to_fd`, or else the fd registered with this very
+    /// object (asyncio's `_fileobj_lookup`, which finds closed sockets).
+    fn lookup_fd(&self, py: Python<'_>, fileobj: &Bound<'_, PyAny>) -> PyResult<i32> {
+        match fileobj_to_fd(py, fileobj) {
+            Ok(fd) => to_c_fd(fd),
+            Err(e) if e.is_instance_of::<PyValueError>(py) => self
+                .state
+                .borrow_mut(py)
+                .watchers
+                .find_fileobj(fileobj)
+                .ok_or(e),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn sync_registrations(&self, py: Python<'_>) {
+        let n = self.state.borrow_mut(py).watchers.len();
+        self.io_registrations
+            .store(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// asyncio's `_add_reader` / `_add_writer` once the handle exists.
+    pub(crate) fn add_watcher(
+        &self,
+        py: Python<'_>,
+        fileobj: &Bound<'_, PyAny>,
+        dir: Direction,
+        handle: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let fd = self.lookup_fd(py, fileobj)?;
+        let mut stale: Vec<Py<PyAny>> = Vec::new();
+        let result = self.register_watcher(py, fd, fileobj, dir, handle, &mut stale);
+        self.sync_registrations(py);
+        // Cancelling runs Python code (a debug-mode repr), so it happens outside the borrow.
+        for old in stale {
+            old.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+        }
+        result
+    }
+
+    fn register_watcher(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+        fileobj: &Bound<'_, PyAny>,
+        dir: Direction,
+        handle: &Bound<'_, PyAny>,
+        stale: &mut Vec<Py<PyAny>>,
+    ) -> PyResult<()> {
+        let mut st = self.state.borrow_mut(py);
+        if let Some(w) = st.watchers.get_mut(fd) {
+            let want = match (dir, w.interest()) {
+                (_, Some(Interest::BOTH)) => Interest::BOTH,
+                (Direction::Read, Some(Interest::WRITABLE))
+                | (Direction::Write, Some(Interest::READABLE)) => Interest::BOTH,
+                (Direction::Read, _) => Interest::READABLE,
+                (Direction::Write, _) => Interest::WRITABLE,
+            };
+            let tok = token(fd, w.generation);
+            match self
+                .poller
+                .reregister(borrow_fd(fd), tok, want, Mode::Level)
+            {
+                Ok(()) => {
+                    if let Some(old) = w.slot(dir).replace(handle.clone().unbind()) {
+                        stale.push(old);
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    // The file this registration watched is gone; its watchers with it.
+                    let old = st.watchers.take(fd).expect("present");
+                    stale.extend(old.into_handles());
+                }
+                Err(e) => {
+                    // As asyncio's selector: the registration is dropped, the error raised.
+                    let old = st.watchers.take(fd).expect("present");
+                    drop(st);
+                    drop(old);
+                    return Err(os_error(py, e));
+                }
+            }
+        }
+        let generation = st.watchers.fresh_generation();
+        let interest = match dir {
+            Direction::Read => Interest::READABLE,
+            Direction::Write => Interest::WRITABLE,
+        };
+        let tok = token(fd, generation);
+        let added = match self
+            .poller
+            .register(borrow_fd(fd), tok, interest, Mode::Level)
+        {
+            // This very file is still registered from a watcher we forgot (its fd was
+            // closed and the file came back under the same number): take it over.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                self.poller
+                    .reregister(borrow_fd(fd), tok, interest, Mode::Level)
+            }
+            other => other,
+        };
+        if let Err(e) = added {
+            drop(st);
+            return Err(os_error(py, e));
+        }
+        let mut watch = FdWatch {
+            fileobj: fileobj.clone().unbind(),
+            reader: None,
+            writer: None,
+            generation,
+        };
+        *watch.slot(dir) = Some(handle.clone().unbind());
+        st.watchers.insert(fd, watch);
+        Ok(())
+    }
+
+    /// asyncio's `_remove_reader` / `_remove_writer`: whether a watcher was removed.
+    pub(crate) fn remove_watcher(
+        &self,
+        py: Python<'_>,
+        fileobj: &Bound<'_, PyAny>,
+        dir: Direction,
+    ) -> PyResult<bool> {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let fd = self.lookup_fd(py, fileobj)?;
+        self.remove_watcher_fd(py, fd, dir)
+    }
+
+    pub(crate) fn remove_watcher_fd(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+        dir: Direction,
+    ) -> PyResult<bool> {
+        let mut dropped: Option<FdWatch> = None;
+        let (old, result) = {
+            let mut st = self.state.borrow_mut(py);
+            let Some(w) = st.watchers.get_mut(fd) else {
+                return Ok(false);
+            };
+            let old = w.slot(dir).take();
+            let result = match (old.is_some(), w.interest()) {
+                (false, _) => Ok(()),
+                (true, None) => {
+                    dropped = st.watchers.take(fd);
+                    // Errors mean the fd was closed already, which unregistered it.
+                    let _ = self.poller.deregister(borrow_fd(fd));
+                    Ok(())
+                }
+                (true, Some(rest)) => {
+                    let tok = token(fd, w.generation);
+                    self.poller
+                        .reregister(borrow_fd(fd), tok, rest, Mode::Level)
+                        .inspect_err(|_| {
+                            dropped = st.watchers.take(fd);
+                        })
+                }
+            };
+            (old, result)
+        };
+        self.sync_registrations(py);
+        drop(dropped);
+        result.map_err(|e| os_error(py, e))?;
+        match old {
+            Some(handle) => {
+                handle.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
