@@ -11,6 +11,7 @@ import socket
 import ssl
 import struct
 import tempfile
+import time
 
 import pytest
 from conftest import run
@@ -514,3 +515,93 @@ def test_sock_sendfile_bad_arguments(loop, pair, data_file):
         run(loop, main())
     finally:
         udp.close()
+
+
+# ---------------------------------------------------------------- waits in a row, fd reuse
+
+
+def test_many_waits_on_one_socket_then_a_plain_reader(loop, pair):
+    # Consecutive waiting reads on one fd, then an ordinary add_reader on the same fd.
+    a, b = pair
+
+    async def main():
+        got = []
+        for i in range(50):
+            waiting = asyncio.ensure_future(loop.sock_recv(a, 10))
+            await asyncio.sleep(0)
+            b.send(str(i).encode())
+            got.append(await waiting)
+        seen = []
+        loop.add_reader(a, lambda: seen.append(a.recv(10)))
+        b.send(b"plain")
+        while not seen:
+            await asyncio.sleep(0.001)
+        loop.remove_reader(a)
+        return got, seen
+
+    got, seen = run(loop, main())
+    assert got == [str(i).encode() for i in range(50)]
+    assert seen == [b"plain"]
+
+
+def test_sock_recv_survives_a_spurious_wakeup(loop, pair):
+    # Another callback drains the socket in the same iteration the waiting sock_recv is woken:
+    # its read would block, and it must go on waiting for the next data.
+    a, b = pair
+    stolen = []
+
+    def steal():
+        try:
+            stolen.append(a.recv(100))
+        except BlockingIOError:
+            loop.call_soon(steal)
+
+    async def main():
+        waiting = asyncio.ensure_future(loop.sock_recv(a, 100))
+        await asyncio.sleep(0.01)
+        loop.call_soon(steal)
+        b.send(b"first")
+        while not stolen:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        b.send(b"second")
+        return await waiting
+
+    assert run(loop, main()) == b"second"
+    assert stolen == [b"first"]
+
+
+def test_closed_socket_file_kept_alive_elsewhere_does_not_spin_the_loop(loop):
+    # A socket read with sock_recv, then closed while its file lives on (here a dup, in real
+    # programs a forked child): its data arriving later must not wake the loop, and a new
+    # socket that gets the same fd number must work normally.
+    a, b = nonblocking(*socket.socketpair())
+    keep = os.dup(a.fileno())
+    try:
+        async def main():
+            b.send(b"x")
+            assert await loop.sock_recv(a, 10) == b"x"
+            fd = a.fileno()
+            a.close()
+            b.send(b"data for a file nobody watches")
+            c, d = nonblocking(*socket.socketpair())
+            try:
+                assert c.fileno() == fd  # same number, different file
+                waiting = asyncio.ensure_future(loop.sock_recv(c, 100))
+                await asyncio.sleep(0.01)
+                d.send(b"for c")
+                assert await waiting == b"for c"
+                cpu0 = time.process_time()
+                await asyncio.sleep(0.3)
+                return time.process_time() - cpu0
+            finally:
+                c.close()
+                d.close()
+
+        idle_cpu = run(loop, main())
+        assert idle_cpu < 0.15, f"the loop burned {idle_cpu:.3f} s of CPU while idle"
+    finally:
+        os.close(keep)
+        a.close()
+        b.close()

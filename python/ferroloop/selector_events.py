@@ -110,6 +110,13 @@ class SocketMethods:
 
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         """Receive up to ``n`` bytes from ``sock``."""
+        # Native for a plain socket (sock.rs): the data, or a future already wired to a
+        # watcher. None means "not a case the native path handles".
+        result = self._sock_recv_fast(sock, n)
+        if result is not None:
+            if result.__class__ is bytes:
+                return result
+            return await result
         self._check_sock(sock)
         try:
             return sock.recv(n)
@@ -154,11 +161,13 @@ class SocketMethods:
 
     async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
         """Send all of ``data``, waiting for room as needed; raises on error."""
-        self._check_sock(sock)
-        try:
-            sent = sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
+        sent = self._sock_send_fast(sock, data)  # native first send, or None (sock.rs)
+        if sent is None:
+            self._check_sock(sock)
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
         if sent == len(data):
             return
         await self._wait_writable(sock, _send_rest, sock, memoryview(data), [sent])

@@ -49,6 +49,9 @@ pub enum Mode {
     Level,
     /// Reported once per change of state.
     Edge,
+    /// Level-triggered, but disarmed by the kernel after one report until re-registered
+    /// (`EPOLLONESHOT`): a waiter that is done after one wake-up leaves nothing armed behind.
+    Oneshot,
 }
 
 /// One readiness report. Errors and hang-ups read as both readable and writable-on-error so
@@ -259,6 +262,28 @@ mod tests {
         assert_eq!(ev.iter().count(), 1);
         p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
         assert_eq!(ev.iter().count(), 0);
+    }
+
+    #[test]
+    fn oneshot_reports_once_until_rearmed() {
+        let p = Poller::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        p.register(a.as_fd(), Token(9), Interest::READABLE, Mode::Oneshot)
+            .unwrap();
+        std::io::Write::write_all(&mut b, b"x").unwrap();
+        let mut ev = Events::with_capacity(8);
+        p.poll(&mut ev, Some(Duration::from_millis(100))).unwrap();
+        assert_eq!(ev.iter().count(), 1);
+        // Still readable, but disarmed.
+        p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert_eq!(ev.iter().count(), 0);
+        // Re-arming goes through MOD, which the disarmed registration accepts.
+        p.reregister(a.as_fd(), Token(10), Interest::READABLE, Mode::Oneshot)
+            .unwrap();
+        p.poll(&mut ev, Some(Duration::from_millis(100))).unwrap();
+        let got: Vec<Event> = ev.iter().collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].token, Token(10));
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl LoopCore {
     }
 
     #[inline]
-    fn check_closed(&self) -> PyResult<()> {
+    pub(crate) fn check_closed(&self) -> PyResult<()> {
         if self.closed.load(Relaxed) {
             Err(PyRuntimeError::new_err("Event loop is closed"))
         } else {
@@ -366,6 +366,7 @@ impl LoopCore {
             return Ok(());
         }
 
+        this.rearm_oneshots(py)?;
         let mut events = this
             .events
             .borrow_mut(py)
@@ -407,7 +408,7 @@ impl LoopCore {
             }
         }
         for (fd, dir) in cancelled {
-            this.remove_watcher_fd(py, fd, dir)?;
+            this.remove_watcher_fd(py, fd, dir, None)?;
         }
         Self::after_poll(py, res)
     }
@@ -768,6 +769,24 @@ impl LoopCore {
     /// asyncio's `_remove_reader`: whether a reader was removed.
     fn _remove_reader(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         self.remove_watcher(py, fd, Direction::Read)
+    }
+
+    /// `sock_recv`'s native path (see `sock.rs`): the data, a future to await, or None.
+    fn _sock_recv_fast<'py>(
+        slf: &Bound<'py, Self>,
+        sock: &Bound<'py, PyAny>,
+        n: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Self::sock_recv_fast(slf, sock, n)
+    }
+
+    /// `sock_sendall`'s first send (see `sock.rs`): bytes sent, or None.
+    fn _sock_send_fast(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<usize>> {
+        Self::sock_send_fast(slf, sock, data)
     }
 
     /// asyncio's `_remove_writer`.

@@ -14,6 +14,7 @@ mod event_loop;
 mod fastcall;
 mod gil_cell;
 mod handles;
+mod sock;
 mod watchers;
 
 use pyo3::prelude::*;

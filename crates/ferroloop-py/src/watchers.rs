@@ -18,6 +18,17 @@
 //! `FileNotFoundError` or, when the event mask is unchanged, silently never watches the new
 //! file at all.)
 //!
+//! One-shot waiters: the native `sock_recv` registers its reader with `EPOLLONESHOT`. The
+//! kernel disarms such a registration after one report, so when the waiter is done (the
+//! common case: one wake-up, one read) the registration is simply left disarmed ("parked")
+//! instead of being deleted, and the next wait on the same fd re-arms it with one
+//! `EPOLL_CTL_MOD` instead of an `ADD` now and a `DEL` later. A parked registration can
+//! never report anything, so a socket closed while parked (even one whose file lives on in
+//! another process) cannot make the loop spin; and `MOD` fails with `ENOENT` on a reused fd
+//! number, as above. A waiter woken without finishing (spurious readiness) is re-armed before
+//! the next poll. Any other watcher on the fd turns the registration back into a plain
+//! level-triggered one.
+//!
 //! Everything else follows asyncio's `BaseSelectorEventLoop`: `fd` may be an int or any
 //! object with `fileno()`; the object first registered is remembered, so that
 //! `remove_reader(sock)` still finds the registration after `sock.close()`; replacing a
@@ -46,9 +57,17 @@ pub struct FdWatch {
     reader: Option<Py<PyAny>>,
     writer: Option<Py<PyAny>>,
     generation: u32,
+    /// Registered with `Mode::Oneshot` (only ever for a lone native reader).
+    oneshot: bool,
+    /// For a one-shot registration: whether the kernel will report it (not yet fired).
+    armed: bool,
 }
 
 impl FdWatch {
+    fn is_watched(&self) -> bool {
+        self.reader.is_some() || self.writer.is_some()
+    }
+
     fn interest(&self) -> Option<Interest> {
         match (self.reader.is_some(), self.writer.is_some()) {
             (false, false) => None,
@@ -75,8 +94,14 @@ impl FdWatch {
 #[derive(Default)]
 pub struct Watchers {
     slots: Vec<Option<FdWatch>>,
-    live: usize,
+    /// Entries in `slots` ...
+    present: usize,
+    /// ... of which parked (a disarmed one-shot registration and no watcher).
+    parked: usize,
     next_generation: u32,
+    /// One-shot registrations that fired in the last poll; re-armed before the next one if
+    /// their watcher is still there.
+    disarmed: Vec<i32>,
 }
 
 fn token(fd: i32, generation: u32) -> Token {
@@ -91,9 +116,9 @@ fn decode(token: Token) -> (i32, u32) {
 }
 
 impl Watchers {
-    /// How many fds are registered.
+    /// How many fds have a watcher.
     pub fn len(&self) -> usize {
-        self.live
+        self.present - self.parked
     }
 
     fn get_mut(&mut self, fd: i32) -> Option<&mut FdWatch> {
@@ -105,17 +130,23 @@ impl Watchers {
         if self.slots.len() <= i {
             self.slots.resize_with(i + 1, || None);
         }
-        if self.slots[i].replace(watch).is_none() {
-            self.live += 1;
+        debug_assert!(watch.is_watched());
+        if let Some(old) = self.slots[i].replace(watch) {
+            if !old.is_watched() {
+                self.parked -= 1;
+            }
+        } else {
+            self.present += 1;
         }
     }
 
     fn take(&mut self, fd: i32) -> Option<FdWatch> {
-        let w = self.slots.get_mut(fd as usize)?.take();
-        if w.is_some() {
-            self.live -= 1;
+        let w = self.slots.get_mut(fd as usize)?.take()?;
+        self.present -= 1;
+        if !w.is_watched() {
+            self.parked -= 1;
         }
-        w
+        Some(w)
     }
 
     fn fresh_generation(&mut self) -> u32 {
@@ -134,7 +165,9 @@ impl Watchers {
 
     /// Every registration, for `close()`.
     pub fn drain(&mut self) -> Vec<Py<PyAny>> {
-        self.live = 0;
+        self.present = 0;
+        self.parked = 0;
+        self.disarmed.clear();
         std::mem::take(&mut self.slots)
             .into_iter()
             .flatten()
@@ -147,18 +180,22 @@ impl Watchers {
     /// and hang-ups wake both sides, so each sees the error on its next syscall). Watchers
     /// whose handle was cancelled are collected in `cancelled` for removal.
     pub fn dispatch(
-        &self,
+        &mut self,
         py: Python<'_>,
         event: &Event,
         ready: &mut ReadyQueue<Queued>,
         cancelled: &mut Vec<(i32, Direction)>,
     ) {
         let (fd, generation) = decode(event.token);
-        let Some(Some(w)) = self.slots.get(fd as usize) else {
+        let Some(Some(w)) = self.slots.get_mut(fd as usize) else {
             return;
         };
         if w.generation != generation {
             return; // an event of a file this fd number no longer names
+        }
+        if w.oneshot {
+            w.armed = false;
+            self.disarmed.push(fd);
         }
         let other = event.error || event.hangup;
         let wake = [
@@ -267,6 +304,15 @@ impl LoopCore {
             .store(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Cancels handles a registration change displaced (outside any borrow: in debug mode
+    /// `cancel` computes a repr, which runs Python code).
+    fn cancel_all(py: Python<'_>, handles: Vec<Py<PyAny>>) -> PyResult<()> {
+        for old in handles {
+            old.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+        }
+        Ok(())
+    }
+
     /// asyncio's `_add_reader` / `_add_writer` once the handle exists.
     pub(crate) fn add_watcher(
         &self,
@@ -277,15 +323,35 @@ impl LoopCore {
     ) -> PyResult<()> {
         let fd = self.lookup_fd(py, fileobj)?;
         let mut stale: Vec<Py<PyAny>> = Vec::new();
-        let result = self.register_watcher(py, fd, fileobj, dir, handle, &mut stale);
+        let result = self.register_watcher(py, fd, fileobj, dir, handle, Mode::Level, &mut stale);
         self.sync_registrations(py);
-        // Cancelling runs Python code (a debug-mode repr), so it happens outside the borrow.
-        for old in stale {
-            old.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
-        }
+        Self::cancel_all(py, stale)?;
         result
     }
 
+    /// The native `sock_recv`'s wait: a reader on a one-shot registration (see the module
+    /// comment), unless the fd has other watchers, which keep it level-triggered.
+    pub(crate) fn add_oneshot_reader(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+        handle: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let watched = {
+            let mut st = self.state.borrow_mut(py);
+            st.watchers.get_mut(fd).is_some_and(|w| w.is_watched())
+        };
+        let mode = if watched { Mode::Level } else { Mode::Oneshot };
+        let fileobj = fd.into_pyobject(py)?.into_any();
+        let mut stale: Vec<Py<PyAny>> = Vec::new();
+        let result =
+            self.register_watcher(py, fd, &fileobj, Direction::Read, handle, mode, &mut stale);
+        self.sync_registrations(py);
+        Self::cancel_all(py, stale)?;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn register_watcher(
         &self,
         py: Python<'_>,
@@ -293,10 +359,13 @@ impl LoopCore {
         fileobj: &Bound<'_, PyAny>,
         dir: Direction,
         handle: &Bound<'_, PyAny>,
+        mode: Mode,
         stale: &mut Vec<Py<PyAny>>,
     ) -> PyResult<()> {
         let mut st = self.state.borrow_mut(py);
-        if let Some(w) = st.watchers.get_mut(fd) {
+        let watchers = &mut st.watchers;
+        if let Some(w) = watchers.get_mut(fd) {
+            let was_parked = !w.is_watched();
             let want = match (dir, w.interest()) {
                 (_, Some(Interest::BOTH)) => Interest::BOTH,
                 (Direction::Read, Some(Interest::WRITABLE))
@@ -304,46 +373,46 @@ impl LoopCore {
                 (Direction::Read, _) => Interest::READABLE,
                 (Direction::Write, _) => Interest::WRITABLE,
             };
+            // Always through MOD, even when nothing changes: it checks that the fd number
+            // still names the file we registered.
             let tok = token(fd, w.generation);
-            match self
-                .poller
-                .reregister(borrow_fd(fd), tok, want, Mode::Level)
-            {
+            match self.poller.reregister(borrow_fd(fd), tok, want, mode) {
                 Ok(()) => {
                     if let Some(old) = w.slot(dir).replace(handle.clone().unbind()) {
                         stale.push(old);
+                    }
+                    w.oneshot = mode == Mode::Oneshot;
+                    w.armed = true;
+                    if was_parked {
+                        watchers.parked -= 1;
                     }
                     return Ok(());
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                     // The file this registration watched is gone; its watchers with it.
-                    let old = st.watchers.take(fd).expect("present");
+                    let old = watchers.take(fd).expect("present");
                     stale.extend(old.into_handles());
                 }
                 Err(e) => {
                     // As asyncio's selector: the registration is dropped, the error raised.
-                    let old = st.watchers.take(fd).expect("present");
+                    let old = watchers.take(fd).expect("present");
                     drop(st);
                     drop(old);
                     return Err(os_error(py, e));
                 }
             }
         }
-        let generation = st.watchers.fresh_generation();
+        let generation = watchers.fresh_generation();
         let interest = match dir {
             Direction::Read => Interest::READABLE,
             Direction::Write => Interest::WRITABLE,
         };
         let tok = token(fd, generation);
-        let added = match self
-            .poller
-            .register(borrow_fd(fd), tok, interest, Mode::Level)
-        {
+        let added = match self.poller.register(borrow_fd(fd), tok, interest, mode) {
             // This very file is still registered from a watcher we forgot (its fd was
             // closed and the file came back under the same number): take it over.
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                self.poller
-                    .reregister(borrow_fd(fd), tok, interest, Mode::Level)
+                self.poller.reregister(borrow_fd(fd), tok, interest, mode)
             }
             other => other,
         };
@@ -356,9 +425,11 @@ impl LoopCore {
             reader: None,
             writer: None,
             generation,
+            oneshot: mode == Mode::Oneshot,
+            armed: true,
         };
         *watch.slot(dir) = Some(handle.clone().unbind());
-        st.watchers.insert(fd, watch);
+        watchers.insert(fd, watch);
         Ok(())
     }
 
@@ -373,36 +444,56 @@ impl LoopCore {
             return Ok(false);
         }
         let fd = self.lookup_fd(py, fileobj)?;
-        self.remove_watcher_fd(py, fd, dir)
+        self.remove_watcher_fd(py, fd, dir, None)
     }
 
+    /// Removes the `dir` watcher of `fd` (only if its callback is `only_callback`, when
+    /// given) and cancels its handle; whether one was removed.
     pub(crate) fn remove_watcher_fd(
         &self,
         py: Python<'_>,
         fd: i32,
         dir: Direction,
+        only_callback: Option<*mut pyo3::ffi::PyObject>,
     ) -> PyResult<bool> {
         let mut dropped: Option<FdWatch> = None;
         let (old, result) = {
             let mut st = self.state.borrow_mut(py);
-            let Some(w) = st.watchers.get_mut(fd) else {
+            let watchers = &mut st.watchers;
+            let Some(w) = watchers.get_mut(fd) else {
                 return Ok(false);
             };
+            if let Some(cb) = only_callback {
+                let ours = w.slot(dir).as_ref().is_some_and(|h| {
+                    // SAFETY: watcher handles are asyncio.Handle instances; GIL held.
+                    unsafe { handles::get_slot(h.as_ptr(), handles::layout().callback) == cb }
+                });
+                if !ours {
+                    return Ok(false);
+                }
+            }
             let old = w.slot(dir).take();
             let result = match (old.is_some(), w.interest()) {
                 (false, _) => Ok(()),
+                (true, None) if w.oneshot && !w.armed => {
+                    // Fired and done: leave the disarmed registration parked.
+                    watchers.parked += 1;
+                    Ok(())
+                }
                 (true, None) => {
-                    dropped = st.watchers.take(fd);
+                    dropped = watchers.take(fd);
                     // Errors mean the fd was closed already, which unregistered it.
                     let _ = self.poller.deregister(borrow_fd(fd));
                     Ok(())
                 }
                 (true, Some(rest)) => {
                     let tok = token(fd, w.generation);
+                    w.oneshot = false;
+                    w.armed = true;
                     self.poller
                         .reregister(borrow_fd(fd), tok, rest, Mode::Level)
                         .inspect_err(|_| {
-                            dropped = st.watchers.take(fd);
+                            dropped = watchers.take(fd);
                         })
                 }
             };
@@ -418,5 +509,46 @@ impl LoopCore {
             }
             None => Ok(false),
         }
+    }
+
+    /// Before a poll: re-arm the one-shot registrations that fired but whose watcher is
+    /// still waiting. One whose file is gone takes its watcher with it.
+    pub(crate) fn rearm_oneshots(&self, py: Python<'_>) -> PyResult<()> {
+        let mut stale: Vec<Py<PyAny>> = Vec::new();
+        {
+            let mut st = self.state.borrow_mut(py);
+            let watchers = &mut st.watchers;
+            if watchers.disarmed.is_empty() {
+                return Ok(());
+            }
+            let fds = std::mem::take(&mut watchers.disarmed);
+            for &fd in &fds {
+                let Some(w) = watchers.get_mut(fd) else {
+                    continue;
+                };
+                if !w.oneshot || w.armed {
+                    continue;
+                }
+                let Some(interest) = w.interest() else {
+                    continue; // parked
+                };
+                let tok = token(fd, w.generation);
+                match self
+                    .poller
+                    .reregister(borrow_fd(fd), tok, interest, Mode::Oneshot)
+                {
+                    Ok(()) => w.armed = true,
+                    Err(_) => {
+                        let old = watchers.take(fd).expect("present");
+                        stale.extend(old.into_handles());
+                    }
+                }
+            }
+            let mut fds = fds;
+            fds.clear();
+            watchers.disarmed = fds; // keep the allocation
+        }
+        self.sync_registrations(py);
+        Self::cancel_all(py, stale)
     }
 }

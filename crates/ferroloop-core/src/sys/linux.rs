@@ -95,8 +95,10 @@ fn flags_for(interest: Interest, mode: Mode) -> epoll::EventFlags {
     if interest.writable {
         flags |= epoll::EventFlags::OUT;
     }
-    if mode == Mode::Edge {
-        flags |= epoll::EventFlags::ET;
+    match mode {
+        Mode::Level => {}
+        Mode::Edge => flags |= epoll::EventFlags::ET,
+        Mode::Oneshot => flags |= epoll::EventFlags::ONESHOT,
     }
     flags
 }
