@@ -1,7 +1,8 @@
 # Type stub for ``ferroloop._native``, the PyO3 half of ferroloop.
 #
 # The implementation lives in crates/ferroloop-py/src: ``LoopCore`` in event_loop.rs,
-# ``Handle``/``TimerHandle`` in handles.rs. Keep this file in step with the
+# ``Handle``/``TimerHandle`` in handles.rs, fd watchers in watchers.rs, the sock_* hot paths
+# in sock.rs, ``getaddrinfo_numeric`` in addrinfo.rs. Keep this file in step with the
 # ``#[pymethods]`` block of ``LoopCore`` and the vectorcall methods of fastcall.rs
 # (call_soon, call_soon_threadsafe, call_later, call_at; names and signatures exactly).
 
@@ -15,6 +16,16 @@ _Ts = TypeVarTuple("_Ts")
 __version__: str
 
 def _panic_for_tests(via_guard: bool) -> None: ...
+
+# socket.getaddrinfo(host, port, family, type, proto, flags) for IP-literal hosts with numeric
+# ports (identical result), or None when libc must answer.
+def getaddrinfo_numeric(
+    host: Any, port: Any, family: Any, type: Any, proto: Any, flags: Any
+) -> list[tuple[Any, Any, int, str, tuple[Any, ...]]] | None: ...
+
+# A waiting native sock_recv: watcher callback (no argument) and done-callback (the future).
+class RecvWait:
+    def __call__(self, fut: asyncio.Future[Any] | None = None) -> None: ...
 
 # asyncio.Handle as ferroloop makes it: created natively, cancelled natively.
 class Handle(asyncio.Handle):
@@ -88,3 +99,14 @@ class LoopCore:
     def _write_to_self(self) -> None: ...
     def _set_signal_fd(self, fd: int | None) -> None: ...
     def _close_native(self) -> None: ...
+
+    # -- fd watchers (asyncio's _add_reader & co.; the public methods add the transport
+    # check) ----------------------------------------------------------------------------------
+    def _add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> Handle: ...
+    def _add_writer(self, fd: Any, callback: Callable[..., object], *args: Any) -> Handle: ...
+    def _remove_reader(self, fd: Any) -> bool: ...
+    def _remove_writer(self, fd: Any) -> bool: ...
+
+    # -- sock_* hot paths: None means "take the Python path" ------------------------------
+    def _sock_recv_fast(self, sock: Any, n: Any) -> bytes | asyncio.Future[bytes] | None: ...
+    def _sock_send_fast(self, sock: Any, data: Any) -> int | None: ...
