@@ -36,6 +36,7 @@ fn _panic_for_tests(py: Python<'_>, via_guard: bool) -> PyResult<()> {
 #[pymodule(gil_used = true)]
 fn _native(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
+    m.add_class::<sock::RecvWait>()?;
     handles::init(py, m)?;
     fastcall::init(py)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
