@@ -29,6 +29,7 @@ use ferroloop_core::{Events, Interest, Mode, Poller, ReadyQueue, TimerHeap, Toke
 
 use crate::gil_cell::GilCell;
 use crate::handles::{self, Queued, RunOutcome};
+use crate::transports::TransportCore;
 use crate::watchers::{Direction, Watchers};
 
 /// asyncio's cap on one poll's timeout (`MAXIMUM_SELECT_TIMEOUT`).
@@ -55,6 +56,8 @@ pub(crate) struct State {
     timers: TimerHeap<TimerEntry>,
     /// fd watchers (`add_reader` / `add_writer`).
     pub(crate) watchers: Watchers,
+    /// Transports with writes queued in this batch, flushed after it (`transports.rs`).
+    flush: Vec<Py<TransportCore>>,
     /// The signal wake-up fd the loop watches while it runs (`signal.set_wakeup_fd`).
     signal_fd: Option<i32>,
 }
@@ -108,6 +111,38 @@ impl LoopCore {
                 .extract::<f64>()
         } else {
             Ok(ferroloop_core::monotonic())
+        }
+    }
+
+    /// Puts a transport on the list flushed after the current batch.
+    pub(crate) fn push_flush(&self, py: Python<'_>, transport: Py<TransportCore>) {
+        self.state.borrow_mut(py).flush.push(transport);
+    }
+
+    /// `call_soon(callback, *args)` from native code (a copy of the current context).
+    pub(crate) fn call_soon_native(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::schedule_soon(slf, callback, args, None, "call_soon").map(|_| ())
+    }
+
+    /// Step 10: one vectored write per transport that was written to during the batch.
+    fn flush_transports(&self, py: Python<'_>) -> PyResult<()> {
+        loop {
+            let batch = std::mem::take(&mut self.state.borrow_mut(py).flush);
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let mut result = Ok(());
+            for t in &batch {
+                if result.is_ok() {
+                    result = TransportCore::flush_after_batch(t.bind(py));
+                }
+            }
+            drop(batch);
+            result?;
         }
     }
 
@@ -469,7 +504,7 @@ impl LoopCore {
                 RunOutcome::Propagate(err) => return Err(err),
             }
         }
-        Ok(())
+        this.flush_transports(py)
     }
 }
 
@@ -560,6 +595,7 @@ impl LoopCore {
                 ready: ReadyQueue::new(),
                 timers: TimerHeap::new(),
                 watchers: Watchers::default(),
+                flush: Vec::new(),
                 signal_fd: None,
             }),
             events: GilCell::new(Some(Events::with_capacity(1024))),

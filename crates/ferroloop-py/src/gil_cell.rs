@@ -29,6 +29,23 @@ impl<T> GilCell<T> {
     pub fn borrow_mut<'a>(&'a self, _py: Python<'_>) -> RefMut<'a, T> {
         self.0.borrow_mut()
     }
+
+    /// `borrow_mut`, or `None` if a borrow is live (for the collector's `tp_clear`).
+    pub fn try_borrow_mut<'a>(&'a self, _py: Python<'_>) -> Option<RefMut<'a, T>> {
+        self.0.try_borrow_mut().ok()
+    }
+
+    /// A shared view for the collector's `tp_traverse`, or `None` if a borrow is live. The
+    /// collector runs with the GIL held and only reads, so nothing can mutate the value
+    /// while the reference is used; a live `borrow_mut` (the collector triggered by an
+    /// allocation inside one) makes this `None` and the caller visits nothing, which only
+    /// keeps objects alive one collection longer.
+    pub fn try_borrow_unguarded(&self) -> Option<&T> {
+        // SAFETY: see above: no mutable borrow is live (checked), and none can start while
+        // the returned reference is used, because only the collector's traversal, which runs
+        // no Python code and takes no borrows, uses it.
+        unsafe { self.0.try_borrow_unguarded().ok() }
+    }
 }
 
 /// A process-wide value touched only with the GIL held, by code that runs no Python while it

@@ -15,6 +15,7 @@ mod fastcall;
 mod gil_cell;
 mod handles;
 mod sock;
+mod transports;
 mod watchers;
 
 use pyo3::prelude::*;
@@ -37,6 +38,7 @@ fn _panic_for_tests(py: Python<'_>, via_guard: bool) -> PyResult<()> {
 fn _native(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<sock::RecvWait>()?;
+    m.add_class::<transports::TransportCore>()?;
     handles::init(py, m)?;
     fastcall::init(py)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;

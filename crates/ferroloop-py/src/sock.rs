@@ -304,7 +304,7 @@ impl LoopCore {
     }
 
     /// A watcher handle for `callback()` in a copy of the current context.
-    fn new_io_handle<'py>(
+    pub(crate) fn new_io_handle<'py>(
         slf: &Bound<'py, Self>,
         callback: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {

@@ -1,0 +1,530 @@
+"""The stream transport contract (DESIGN.md §4), on real sockets.
+Oracle: stock asyncio (each test runs on both loops). Transports are made with the public
+``loop.connect_accepted_socket`` over socketpairs and TCP connections on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import socket
+import struct
+import warnings
+
+import pytest
+from conftest import run
+
+
+class Recorder(asyncio.Protocol):
+    """Records every protocol callback in order."""
+
+    def __init__(self, eof_keep_open=False):
+        self.events = []
+        self.data = bytearray()
+        self.transport = None
+        self.lost = None
+        self.eof_keep_open = eof_keep_open
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+
+    def data_received(self, data):
+        assert isinstance(data, bytes)
+        self.data += data
+        if not self.events or self.events[-1] != "data":
+            self.events.append("data")
+
+    def eof_received(self):
+        self.events.append("eof")
+        return self.eof_keep_open
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost = exc
+
+    def pause_writing(self):
+        self.events.append("pause")
+
+    def resume_writing(self):
+        self.events.append("resume")
+
+
+async def until(pred, timeout=3.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.001)
+
+
+async def make(loop, proto, family=socket.AF_UNIX):
+    """(transport, protocol, peer socket): a transport over one end of a connected pair."""
+    if family == socket.AF_UNIX:
+        ours, peer = socket.socketpair()
+    else:
+        srv = socket.socket(family)
+        srv.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
+        srv.listen(1)
+        peer = socket.create_connection(srv.getsockname()[:2])
+        ours, _ = srv.accept()
+        srv.close()
+    peer.setblocking(False)
+    transport, protocol = await loop.connect_accepted_socket(lambda: proto, ours)
+    return transport, protocol, peer
+
+
+async def read_until(loop, peer, n):
+    out = bytearray()
+    while len(out) < n:
+        chunk = await loop.sock_recv(peer, 1 << 16)
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+def test_echo_and_callback_order(loop):
+    class Echo(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            self.transport.write(data.upper())
+
+    async def main():
+        tr, pr, peer = await make(loop, Echo())
+        assert isinstance(tr, asyncio.Transport)
+        assert pr.events == ["made"]
+        await loop.sock_sendall(peer, b"hello")
+        got = await read_until(loop, peer, 5)
+        peer.shutdown(socket.SHUT_WR)
+        await until(lambda: pr.events[-1] == "lost")
+        peer.close()
+        return got, pr.events, pr.lost
+
+    got, events, lost = run(loop, main())
+    assert got == b"HELLO"
+    assert events == ["made", "data", "eof", "lost"]
+    assert lost is None
+
+
+def test_writes_of_every_bytes_like_kind_and_snapshot(loop):
+    async def main():
+        tr, _pr, peer = await make(loop, Recorder())
+        buf = bytearray(b"abc")
+        tr.write(buf)
+        buf[:] = b"XYZ"  # must not change what was written
+        tr.write(memoryview(b"def"))
+        tr.writelines([b"g", bytearray(b"h"), memoryview(b"ij")])
+        tr.write(b"")
+        got = await read_until(loop, peer, 10)
+        tr.close()
+        peer.close()
+        return got
+
+    assert run(loop, main()) == b"abcdefghij"
+
+
+def test_write_rejects_non_bytes(loop):
+    async def main():
+        tr, _pr, peer = await make(loop, Recorder())
+        with pytest.raises(TypeError) as ei:
+            tr.write("text")
+        tr.close()
+        peer.close()
+        return str(ei.value)
+
+    assert run(loop, main()) == "data argument must be a bytes-like object, not 'str'"
+
+
+def test_write_eof_half_close(loop):
+    async def main():
+        tr, pr, peer = await make(loop, Recorder())
+        assert tr.can_write_eof() is True
+        tr.write(b"last words")
+        tr.write_eof()
+        tr.write_eof()  # twice is fine
+        with pytest.raises(RuntimeError, match=r"^Cannot call write\(\) after write_eof\(\)$"):
+            tr.write(b"more")
+        got = await read_until(loop, peer, 100)  # reads to EOF
+        await loop.sock_sendall(peer, b"still readable")
+        await until(lambda: bytes(pr.data) == b"still readable")
+        assert not tr.is_closing()
+        tr.close()
+        peer.close()
+        return got
+
+    assert run(loop, main()) == b"last words"
+
+
+@pytest.mark.parametrize("keep_open", [False, True])
+def test_eof_received_decides_whether_to_close(loop, keep_open):
+    async def main():
+        tr, pr, peer = await make(loop, Recorder(eof_keep_open=keep_open))
+        peer.shutdown(socket.SHUT_WR)
+        await until(lambda: "eof" in pr.events)
+        await asyncio.sleep(0.01)
+        if keep_open:
+            assert not tr.is_closing()
+            tr.write(b"after eof")
+            got = await read_until(loop, peer, 9)
+            tr.close()
+        else:
+            got = b""
+        await until(lambda: pr.events[-1] == "lost")
+        peer.close()
+        return got, pr.events
+
+    got, events = run(loop, main())
+    assert events == ["made", "eof", "lost"]
+    assert got == (b"after eof" if keep_open else b"")
+
+
+def test_close_flushes_then_connection_lost_once(loop):
+    async def main():
+        tr, pr, peer = await make(loop, Recorder())
+        payload = b"x" * (4 * 1024 * 1024)  # more than the socket takes at once
+        tr.write(payload)
+        tr.close()
+        tr.close()
+        assert tr.is_closing()
+        got = await read_until(loop, peer, len(payload) + 1)
+        await until(lambda: "lost" in pr.events)
+        await asyncio.sleep(0.01)
+        peer.close()
+        return len(got), pr.events.count("lost"), pr.lost
+
+    n, lost_count, exc = run(loop, main(), timeout=20)
+    assert n == 4 * 1024 * 1024
+    assert lost_count == 1
+    assert exc is None
+
+
+def test_abort_loses_connection_without_error(loop):
+    async def main():
+        tr, pr, peer = await make(loop, Recorder())
+        tr.write(b"y" * (8 * 1024 * 1024))
+        tr.abort()
+        assert tr.is_closing()
+        await until(lambda: "lost" in pr.events)
+        peer.close()
+        return pr.lost, pr.events.count("lost")
+
+    assert run(loop, main(), timeout=20) == (None, 1)
+
+
+def test_peer_reset_reports_the_error(loop):
+    async def main():
+        _tr, pr, peer = await make(loop, Recorder(), family=socket.AF_INET)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()
+        await until(lambda: "lost" in pr.events)
+        return pr.lost
+
+    assert isinstance(run(loop, main()), ConnectionResetError)
+
+
+def test_pause_and_resume_reading(loop):
+    async def main():
+        tr, pr, peer = await make(loop, Recorder())
+        assert tr.is_reading()
+        tr.pause_reading()
+        tr.pause_reading()  # idempotent
+        assert not tr.is_reading()
+        await loop.sock_sendall(peer, b"held back")
+        await asyncio.sleep(0.02)
+        assert bytes(pr.data) == b""
+        tr.resume_reading()
+        assert tr.is_reading()
+        await until(lambda: bytes(pr.data) == b"held back")
+        tr.close()
+        assert not tr.is_reading()
+        peer.close()
+
+    run(loop, main())
+
+
+def test_flow_control_pause_and_resume_writing(loop):
+    async def main():
+        tr, pr, peer = await make(loop, Recorder())
+        tr.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
+        assert tr.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+        chunk = b"z" * 65536
+        for _ in range(200):  # the peer reads nothing: the kernel fills up
+            tr.write(chunk)
+            if "pause" in pr.events:
+                break
+        assert "pause" in pr.events
+        assert tr.get_write_buffer_size() > 64 * 1024
+        total = 0
+        while "resume" not in pr.events:
+            data = await loop.sock_recv(peer, 1 << 20)
+            total += len(data)
+        assert tr.get_write_buffer_size() <= 16 * 1024
+        tr.close()
+        peer.close()
+        return pr.events.count("pause"), pr.events.count("resume")
+
+    assert run(loop, main(), timeout=20) == (1, 1)
+
+
+def test_write_buffer_limits_validation(loop):
+    async def main():
+        tr, _pr, peer = await make(loop, Recorder())
+        with pytest.raises(ValueError) as ei:
+            tr.set_write_buffer_limits(high=1, low=2)
+        msg = str(ei.value)
+        tr.set_write_buffer_limits(low=100)
+        limits = tr.get_write_buffer_limits()
+        tr.set_write_buffer_limits()
+        default = tr.get_write_buffer_limits()
+        tr.close()
+        peer.close()
+        return msg, limits, default
+
+    msg, limits, default = run(loop, main())
+    assert msg == "high (1) must be >= low (2) must be >= 0"
+    assert limits == (100, 400)
+    assert default == (16384, 65536)
+
+
+def test_buffered_protocol(loop):
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(7)  # small on purpose: many reads
+            self.got = bytearray()
+            self.lost = "not yet"
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def get_buffer(self, sizehint):
+            assert sizehint == -1
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.got += self.buf[:nbytes]
+
+        def eof_received(self):
+            return False
+
+        def connection_lost(self, exc):
+            self.lost = exc
+
+    async def main():
+        _tr, pr, peer = await make(loop, Buffered())
+        payload = bytes(range(256)) * 40
+        await loop.sock_sendall(peer, payload)
+        peer.shutdown(socket.SHUT_WR)
+        await until(lambda: pr.lost != "not yet")
+        peer.close()
+        return bytes(pr.got) == payload, pr.lost
+
+    assert run(loop, main()) == (True, None)
+
+
+def test_protocol_errors_go_to_the_handler_and_close(loop):
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    class Broken(Recorder):
+        def data_received(self, data):
+            raise ZeroDivisionError("in data_received")
+
+    async def main():
+        tr, pr, peer = await make(loop, Broken())
+        await loop.sock_sendall(peer, b"boom")
+        await until(lambda: "lost" in pr.events)
+        peer.close()
+        return tr, pr
+
+    tr, pr = run(loop, main())
+    assert isinstance(pr.lost, ZeroDivisionError)
+    (ctx,) = errors
+    assert ctx["message"] == "Fatal error: protocol.data_received() call failed."
+    assert ctx["transport"] is tr
+    assert ctx["protocol"] is pr
+
+
+def test_empty_get_buffer_is_an_error(loop):
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    class Empty(asyncio.BufferedProtocol):
+        lost = "not yet"
+
+        def get_buffer(self, sizehint):
+            return bytearray()
+
+        def buffer_updated(self, nbytes):
+            raise AssertionError("unreachable")
+
+        def connection_lost(self, exc):
+            self.lost = exc
+
+    async def main():
+        _tr, pr, peer = await make(loop, Empty())
+        await loop.sock_sendall(peer, b"data")
+        await until(lambda: pr.lost != "not yet")
+        peer.close()
+        return pr.lost
+
+    exc = run(loop, main())
+    assert isinstance(exc, RuntimeError)
+    assert str(exc) == "get_buffer() returned an empty buffer"
+    assert errors[0]["message"] == "Fatal error: protocol.get_buffer() call failed."
+
+
+def test_extra_info(loop):
+    async def main():
+        tr, _pr, peer = await make(loop, Recorder(), family=socket.AF_INET)
+        info = {k: tr.get_extra_info(k) for k in ("peername", "sockname")}
+        sock = tr.get_extra_info("socket")
+        missing = tr.get_extra_info("no such thing", "dflt")
+        result = (info, peer.getsockname(), peer.getpeername(), type(sock).__name__,
+                  sock.fileno() >= 0, missing)
+        tr.close()
+        peer.close()
+        return result
+
+    info, peer_name, peer_peer, sock_type, has_fd, missing = run(loop, main())
+    assert info == {"peername": peer_name, "sockname": peer_peer}
+    assert sock_type == "TransportSocket"
+    assert has_fd
+    assert missing == "dflt"
+
+
+def test_set_protocol_switches_to_a_buffered_protocol(loop):
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(100)
+            self.got = bytearray()
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.got += self.buf[:nbytes]
+
+    async def main():
+        first = Recorder()
+        tr, _pr, peer = await make(loop, first)
+        second = Buffered()
+        tr.set_protocol(second)
+        assert tr.get_protocol() is second
+        await loop.sock_sendall(peer, b"to the second")
+        await until(lambda: bytes(second.got) == b"to the second")
+        tr.close()
+        peer.close()
+        return bytes(first.data)
+
+    assert run(loop, main()) == b""
+
+
+def test_writes_after_connection_lost_are_dropped_and_logged(loop, caplog):
+    async def main():
+        tr, pr, peer = await make(loop, Recorder(), family=socket.AF_INET)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()
+        await until(lambda: "lost" in pr.events)
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            for _ in range(7):
+                tr.write(b"into the void")
+        return [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+
+    messages = run(loop, main())
+    assert "socket.send() raised exception." in messages
+
+
+def test_transport_owns_its_fd(loop):
+    async def main():
+        tr, pr, peer = await make(loop, Recorder())
+        fd = tr.get_extra_info("socket").fileno()
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.add_reader(fd, print)
+        tr.close()
+        await until(lambda: "lost" in pr.events)
+        loop.add_reader(peer, print)  # other fds are fine
+        loop.remove_reader(peer)
+        peer.close()
+        return repr(tr)
+
+    assert "closed" in run(loop, main())
+
+
+def test_repr(loop):
+    async def main():
+        tr, _pr, peer = await make(loop, Recorder())
+        await asyncio.sleep(0)
+        text = repr(tr)
+        tr.close()
+        peer.close()
+        return text, tr.get_extra_info("socket").fileno()
+
+    text, fd = run(loop, main())
+    assert f"fd={fd}" in text
+    assert "read=polling" in text
+    assert "write=<idle, bufsize=0>" in text
+
+
+def test_unclosed_transport_warns(loop_factory):
+    lp = loop_factory()
+    try:
+        async def main():
+            tr, _pr, peer = await make(lp, Recorder())
+            await asyncio.sleep(0)
+            return tr, peer
+
+        tr, peer = run(lp, main())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tr.__del__()
+        peer.close()
+        assert any(issubclass(w.category, ResourceWarning)
+                   and str(w.message).startswith("unclosed transport ") for w in caught)
+        tr._sock = None  # already warned and closed
+    finally:
+        lp.close()
+        gc.collect()
+
+
+@pytest.mark.timeout(60)
+def test_many_connections_checksummed_echo(loop):
+    # 50 connections, random message sizes, pause/resume toggled on the server side: every
+    # byte comes back to the connection that sent it, in order.
+    import hashlib
+    import random
+
+    rng = random.Random(7)
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.n = 0
+
+        def data_received(self, data):
+            self.transport.write(data)
+            self.n += 1
+            if self.n % 7 == 0:
+                self.transport.pause_reading()
+                asyncio.get_running_loop().call_later(0.001, self.transport.resume_reading)
+
+    async def client(i):
+        tr, _pr, peer = await make(loop, Echo())
+        sent, got = hashlib.sha256(), hashlib.sha256()
+        total = 0
+        for _ in range(20):
+            msg = rng.randbytes(rng.randint(1, 20000)) + str(i).encode()
+            sent.update(msg)
+            total += len(msg)
+            await loop.sock_sendall(peer, msg)
+        back = await read_until(loop, peer, total)
+        got.update(back)
+        tr.close()
+        peer.close()
+        return sent.hexdigest() == got.hexdigest() and len(back) == total
+
+    async def main():
+        return await asyncio.gather(*(client(i) for i in range(50)))
+
+    assert all(run(loop, main(), timeout=50))
