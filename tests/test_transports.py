@@ -528,3 +528,83 @@ def test_many_connections_checksummed_echo(loop):
         return await asyncio.gather(*(client(i) for i in range(50)))
 
     assert all(run(loop, main(), timeout=50))
+
+
+# ---------------------------------------------------------------- loop.sendfile
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    import os
+
+    data = os.urandom(700_000)
+    path = tmp_path / "payload.bin"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        yield f, data
+
+
+def test_sendfile_after_earlier_writes(loop, data_file):
+    f, data = data_file
+
+    async def main():
+        tr, pr, peer = await make(loop, Recorder(), family=socket.AF_INET)
+        tr.write(b"header:")
+        sent = await loop.sendfile(tr, f)
+        tr.write(b":trailer")
+        got = await read_until(loop, peer, 7 + len(data) + 8)
+        assert tr.is_reading()  # resumed afterwards
+        await loop.sock_sendall(peer, b"still read")
+        await until(lambda: bytes(pr.data) == b"still read")
+        tr.close()
+        peer.close()
+        return sent, got, f.tell()
+
+    sent, got, pos = run(loop, main(), timeout=20)
+    assert sent == len(data)
+    assert got == b"header:" + data + b":trailer"
+    assert pos == len(data)
+
+
+def test_sendfile_offset_and_count(loop, data_file):
+    f, data = data_file
+
+    async def main():
+        tr, _pr, peer = await make(loop, Recorder())
+        sent = await loop.sendfile(tr, f, 1000, 5000)
+        got = await read_until(loop, peer, 5000)
+        tr.close()
+        peer.close()
+        return sent, got, f.tell()
+
+    assert run(loop, main()) == (5000, data[1000:6000], 6000)
+
+
+def test_sendfile_of_a_non_regular_file(loop):
+    import io
+
+    async def main():
+        tr, _pr, peer = await make(loop, Recorder())
+        buf = io.BytesIO(b"0123456789" * 5000)
+        with pytest.raises(asyncio.SendfileNotAvailableError):
+            await loop.sendfile(tr, buf, fallback=False)
+        sent = await loop.sendfile(tr, buf)  # read-and-write fallback
+        got = await read_until(loop, peer, 50000)
+        tr.close()
+        peer.close()
+        return sent, got
+
+    assert run(loop, main()) == (50000, b"0123456789" * 5000)
+
+
+def test_sendfile_on_a_closing_transport(loop, data_file):
+    f, _ = data_file
+
+    async def main():
+        tr, _pr, peer = await make(loop, Recorder())
+        tr.close()
+        with pytest.raises(RuntimeError, match="^Transport is closing$"):
+            await loop.sendfile(tr, f)
+        peer.close()
+
+    run(loop, main())

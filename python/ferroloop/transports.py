@@ -20,12 +20,15 @@ from __future__ import annotations
 import logging
 import socket
 import warnings
-from asyncio import futures, transports, trsock
+from asyncio import exceptions, futures, protocols, transports, trsock
 from typing import Any
 
 from . import _native
 
-__all__ = ["SocketTransport", "make_socket_transport"]
+__all__ = ["SocketTransport", "make_socket_transport", "sendfile"]
+
+# Chunk size of sendfile's read-and-write fallback.
+_SENDFILE_FALLBACK_CHUNK = 16 * 1024
 
 logger = logging.getLogger("asyncio")
 
@@ -154,6 +157,10 @@ class SocketTransport(transports.Transport):
     def _protocol(self) -> Any:
         return self._core.get_protocol()
 
+    @property
+    def _protocol_paused(self) -> bool:
+        return self._core._protocol_paused()
+
     # -- called by the native core -----------------------------------------------------------
 
     def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
@@ -223,3 +230,135 @@ def make_socket_transport(
     ``server`` is the ``Server`` the connection belongs to (``_attach``/``_detach``).
     """
     return SocketTransport(loop, sock, protocol, waiter, extra, server)
+
+
+# -- loop.sendfile ----------------------------------------------------------------------------
+
+
+async def sendfile(
+    loop: Any, transport: Any, file: Any, offset: int = 0, count: int | None = None,
+    *, fallback: bool = True,
+) -> int:
+    """``loop.sendfile``: zero-copy ``os.sendfile`` on a plain socket transport, else (with
+    ``fallback``) read the file in chunks and write them with the transport's flow control."""
+    if transport.is_closing():
+        raise RuntimeError("Transport is closing")
+    if isinstance(transport, SocketTransport):
+        try:
+            return await _sendfile_zero_copy(loop, transport, file, offset, count)
+        except exceptions.SendfileNotAvailableError:
+            if not fallback:
+                raise
+    else:
+        # asyncio's own transports (e.g. TLS) say what they support in an enum attribute.
+        mode = getattr(transport, "_sendfile_compatible", None)
+        if getattr(mode, "name", None) not in ("TRY_NATIVE", "FALLBACK"):
+            raise RuntimeError(f"sendfile is not supported for transport {transport!r}")
+    if not fallback:
+        raise RuntimeError(
+            f"fallback is disabled and native sendfile is not supported for transport "
+            f"{transport!r}"
+        )
+    return await _sendfile_by_writes(loop, transport, file, offset, count)
+
+
+async def _sendfile_zero_copy(
+    loop: Any, transport: SocketTransport, file: Any, offset: int, count: int | None
+) -> int:
+    """Hand the socket to ``sock_sendfile`` once everything written before is out, with
+    reading paused meanwhile; the transport takes its fd back afterwards."""
+    fd = transport._sock_fd
+    del loop._transports[fd]
+    resume_reading = transport.is_reading()
+    transport.pause_reading()
+    await transport._make_empty_waiter()
+    try:
+        return await loop.sock_sendfile(transport._sock, file, offset, count, fallback=False)
+    finally:
+        transport._reset_empty_waiter()
+        if resume_reading:
+            transport.resume_reading()
+        loop._transports[fd] = transport
+
+
+async def _sendfile_by_writes(
+    loop: Any, transport: Any, file: Any, offset: int, count: int | None
+) -> int:
+    if offset:
+        file.seek(offset)
+    chunk = min(count, _SENDFILE_FALLBACK_CHUNK) if count else _SENDFILE_FALLBACK_CHUNK
+    buf = bytearray(chunk)
+    total_sent = 0
+    flow = _SendfileFlow(loop, transport)
+    try:
+        while True:
+            if count:
+                chunk = min(count - total_sent, chunk)
+                if chunk <= 0:
+                    return total_sent
+            view = memoryview(buf)[:chunk]
+            read = await loop.run_in_executor(None, file.readinto, view)
+            if not read:
+                return total_sent  # end of file
+            await flow.drain()
+            transport.write(view[:read])
+            total_sent += read
+    finally:
+        if total_sent > 0 and hasattr(file, "seek"):
+            file.seek(offset + total_sent)
+        flow.restore()
+
+
+class _SendfileFlow(protocols.Protocol):
+    """Stands in for the transport's protocol while sendfile writes: it turns
+    ``pause_writing``/``resume_writing`` into something ``drain()`` can wait on, and
+    passes ``connection_lost`` through. Reading is paused for the duration."""
+
+    def __init__(self, loop: Any, transport: Any) -> None:
+        self._loop = loop
+        self._transport = transport
+        self._proto = transport.get_protocol()
+        self._resume_reading = transport.is_reading()
+        self._resume_writing = bool(getattr(transport, "_protocol_paused", False))
+        transport.pause_reading()
+        transport.set_protocol(self)
+        self._ready: Any = loop.create_future() if self._resume_writing else None
+
+    async def drain(self) -> None:
+        if self._transport.is_closing():
+            raise ConnectionError("Connection closed by peer")
+        if self._ready is not None:
+            await self._ready
+
+    def connection_made(self, transport: Any) -> None:
+        raise RuntimeError("Invalid state: connection should have been established already.")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._ready is not None and not self._ready.done():
+            # The peer left before the file was sent: always an error for the sender.
+            self._ready.set_exception(exc or ConnectionError("Connection is closed by peer"))
+        self._proto.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._ready is None:
+            self._ready = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._ready is not None:
+            self._ready.set_result(False)
+            self._ready = None
+
+    def data_received(self, data: bytes) -> None:
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    def eof_received(self) -> None:
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    def restore(self) -> None:
+        self._transport.set_protocol(self._proto)
+        if self._resume_reading:
+            self._transport.resume_reading()
+        if self._ready is not None:
+            self._ready.cancel()
+        if self._resume_writing:
+            self._proto.resume_writing()

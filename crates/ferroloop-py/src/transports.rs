@@ -970,6 +970,11 @@ impl TransportCore {
         )
     }
 
+    /// Whether the protocol was told to pause writing (asyncio's `_protocol_paused`).
+    fn _protocol_paused(&self, py: Python<'_>) -> bool {
+        self.st.borrow_mut(py).protocol_paused
+    }
+
     /// Whether connection_lost is still to be called (`_protocol_connected`).
     fn _protocol_connected(&self, py: Python<'_>) -> bool {
         self.st.borrow_mut(py).protocol_connected
