@@ -35,6 +35,9 @@ def cb_text(name: str, args: str) -> str:
 DEFAULT_TIMEOUT = 20.0
 LOOP_KINDS = ("asyncio", "ferroloop")
 
+# tests/cpython is CPython's test_asyncio run as an oracle by its own runner (run.py), not pytest.
+collect_ignore = ["cpython"]
+
 
 def _import_ferroloop():
     import ferroloop  # lazy on purpose: the package may not be built yet
