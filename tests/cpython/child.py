@@ -319,7 +319,7 @@ def main() -> None:
                         help="Class.method loop factory replaced in the ferroloop run")
     parser.add_argument("--exclude", default=None, help="file of test ids not to run")
     parser.add_argument("--only", default=None, help="file of the only test ids to run")
-    parser.add_argument("--test-timeout", type=float, default=60.0)
+    parser.add_argument("--test-timeout", type=float, default=30.0)
     parser.add_argument("--short-timeout-pattern", action="append", default=[],
                         help="fnmatch pattern of tests that get --short-timeout instead")
     parser.add_argument("--short-timeout", type=float, default=10.0)
