@@ -122,7 +122,7 @@ class SocketMethods:
             return sock.recv(n)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_readable(sock, _retry_call, sock.recv, n)
+        return await self._wait_readable(sock, _retry_call, sock, "recv", n)
 
     async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
         """Receive into the writable buffer ``buf``; the number of bytes received."""
@@ -131,7 +131,7 @@ class SocketMethods:
             return sock.recv_into(buf)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_readable(sock, _retry_call, sock.recv_into, buf)
+        return await self._wait_readable(sock, _retry_call, sock, "recv_into", buf)
 
     async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
         """Receive a datagram: ``(data, address)``."""
@@ -140,7 +140,7 @@ class SocketMethods:
             return sock.recvfrom(bufsize)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_readable(sock, _retry_call, sock.recvfrom, bufsize)
+        return await self._wait_readable(sock, _retry_call, sock, "recvfrom", bufsize)
 
     async def sock_recvfrom_into(
         self, sock: socket.socket, buf: Any, nbytes: int = 0
@@ -154,7 +154,7 @@ class SocketMethods:
         except (BlockingIOError, InterruptedError):
             pass
         return await self._wait_readable(
-            sock, _retry_call, sock.recvfrom_into, buf, nbytes
+            sock, _retry_call, sock, "recvfrom_into", buf, nbytes
         )
 
     # -- sending -----------------------------------------------------------------------------
@@ -179,7 +179,7 @@ class SocketMethods:
             return sock.sendto(data, address)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_writable(sock, _retry_call, sock.sendto, data, 0, address)
+        return await self._wait_writable(sock, _retry_call, sock, "sendto", data, 0, address)
 
     # -- connecting and accepting ------------------------------------------------------------
 
@@ -318,12 +318,14 @@ class _WatcherRemover:
             self._loop.remove_writer(self._fd)
 
 
-def _retry_call(fut: Any, call: Any, *args: Any) -> None:
-    """Watcher callback: retry ``call(*args)`` and complete ``fut`` unless it would block."""
+def _retry_call(fut: Any, sock: Any, method: str, *args: Any) -> None:
+    """Watcher callback: retry ``sock.<method>(*args)`` and complete ``fut`` unless it would
+    block. The method is looked up on every try, as asyncio does (a wrapper or a test may
+    swap it while the call waits)."""
     if fut.done():
         return  # cancelled meanwhile; the done-callback removes this watcher
     try:
-        result = call(*args)
+        result = getattr(sock, method)(*args)
     except (BlockingIOError, InterruptedError):
         return  # spurious readiness: wait for the next one
     except (SystemExit, KeyboardInterrupt):
