@@ -308,11 +308,6 @@ def _later_issue_calls(loop, rsock, wsock):
     them land (sockets, servers, subprocesses, signals, datagrams, pipes, TLS)."""
     proto = asyncio.Protocol
     return [
-        ("create_connection", lambda: loop.create_connection(proto, "127.0.0.1", 9)),
-        ("create_server", lambda: loop.create_server(proto, "127.0.0.1", 0)),
-        ("create_unix_connection", lambda: loop.create_unix_connection(proto, "/nonexistent")),
-        ("create_unix_server", lambda: loop.create_unix_server(proto, "/tmp/ferroloop-nope")),
-        ("connect_accepted_socket", lambda: loop.connect_accepted_socket(proto, rsock)),
         ("create_datagram_endpoint",
          lambda: loop.create_datagram_endpoint(asyncio.DatagramProtocol,
                                                local_addr=("127.0.0.1", 0))),

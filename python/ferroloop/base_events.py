@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _native
+from .connections import ConnectionMethods
 from .selector_events import SocketMethods
 
 __all__ = ["Loop"]
@@ -78,7 +79,7 @@ def _not_implemented(name: str, issue: int, what: str) -> NotImplementedError:
     )
 
 
-class Loop(_native.LoopCore, SocketMethods, asyncio.AbstractEventLoop):
+class Loop(_native.LoopCore, SocketMethods, ConnectionMethods, asyncio.AbstractEventLoop):
     """An asyncio event loop whose scheduler, timers and poller are written in Rust."""
 
     def __init__(self) -> None:
@@ -600,21 +601,6 @@ class Loop(_native.LoopCore, SocketMethods, asyncio.AbstractEventLoop):
         )
 
     # -- methods of later issues: visibly not implemented -----------------------------------
-
-    async def create_connection(self, protocol_factory, host=None, port=None, **kwargs):
-        raise _not_implemented("create_connection", 5, "stream transports")
-
-    async def create_server(self, protocol_factory, host=None, port=None, **kwargs):
-        raise _not_implemented("create_server", 5, "stream transports and servers")
-
-    async def create_unix_connection(self, protocol_factory, path=None, **kwargs):
-        raise _not_implemented("create_unix_connection", 5, "stream transports")
-
-    async def create_unix_server(self, protocol_factory, path=None, **kwargs):
-        raise _not_implemented("create_unix_server", 5, "stream transports and servers")
-
-    async def connect_accepted_socket(self, protocol_factory, sock, **kwargs):
-        raise _not_implemented("connect_accepted_socket", 5, "stream transports")
 
     async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
         raise _not_implemented("sendfile", 5, "stream transports")
