@@ -29,7 +29,7 @@ from asyncio import events, format_helpers, futures, tasks
 from collections.abc import Callable
 from typing import Any
 
-from . import _native
+from . import _native, transports
 from .connections import ConnectionMethods
 from .selector_events import SocketMethods
 
@@ -603,7 +603,9 @@ class Loop(_native.LoopCore, SocketMethods, ConnectionMethods, asyncio.AbstractE
     # -- methods of later issues: visibly not implemented -----------------------------------
 
     async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
-        raise _not_implemented("sendfile", 5, "stream transports")
+        """Send a file over a transport; the number of bytes sent (see transports.py)."""
+        return await transports.sendfile(self, transport, file, offset, count,
+                                         fallback=fallback)
 
     async def start_tls(self, transport, protocol, sslcontext, **kwargs):
         raise _not_implemented("start_tls", 7, "TLS")

@@ -103,6 +103,12 @@ class SocketTransport(transports.Transport):
         if self._sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._sock.close()
+            # A server connection collected without connection_lost must not keep the
+            # server's wait_closed() waiting (asyncio 3.13 detaches here too).
+            server = self._server
+            self._server = None
+            if server is not None:
+                server._detach(self)
 
     # -- the public transport API (native) ---------------------------------------------------
 
