@@ -401,7 +401,6 @@ impl LoopCore {
             return Ok(());
         }
 
-        this.rearm_oneshots(py)?;
         let mut events = this
             .events
             .borrow_mut(py)

@@ -177,7 +177,7 @@ impl RecvWait {
                 Err(err)
             }
         };
-        // Unregister before completing, so the registration is parked before the next poll.
+        // Unregister before completing: the registration is parked before anything else runs.
         Self::unregister(slf)?;
         match outcome {
             Ok(data) => fut.call_method1(pyo3::intern!(py, "set_result"), (data,))?,
@@ -241,7 +241,7 @@ impl LoopCore {
             },
         )?;
         let handle = Self::new_io_handle(slf, wait.as_any())?;
-        this.add_oneshot_reader(py, fd, &handle)?;
+        this.add_edge_reader(py, fd, sock, &handle)?;
         fut.call_method1(pyo3::intern!(py, "add_done_callback"), (wait,))?;
         Ok(Some(fut))
     }

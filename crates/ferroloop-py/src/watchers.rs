@@ -18,16 +18,17 @@
 //! `FileNotFoundError` or, when the event mask is unchanged, silently never watches the new
 //! file at all.)
 //!
-//! One-shot waiters: the native `sock_recv` registers its reader with `EPOLLONESHOT`. The
-//! kernel disarms such a registration after one report, so when the waiter is done (the
-//! common case: one wake-up, one read) the registration is simply left disarmed ("parked")
-//! instead of being deleted, and the next wait on the same fd re-arms it with one
-//! `EPOLL_CTL_MOD` instead of an `ADD` now and a `DEL` later. A parked registration can
-//! never report anything, so a socket closed while parked (even one whose file lives on in
-//! another process) cannot make the loop spin; and `MOD` fails with `ENOENT` on a reused fd
-//! number, as above. A waiter woken without finishing (spurious readiness) is re-armed before
-//! the next poll. Any other watcher on the fd turns the registration back into a plain
-//! level-triggered one.
+//! Native waiters stay registered, edge-triggered: the native `sock_recv` always tries
+//! `recv` first and waits only after `EAGAIN`, which is exactly the condition under which an
+//! edge-triggered registration reports the next arrival. So its registration is made with
+//! `EPOLLET` and, when the wait is over, left in place ("parked", no watcher) instead of
+//! being deleted; the next wait on the same socket object reuses it without any system call
+//! (asyncio's shape costs an `ADD` and a `DEL` per wait). A parked registration reports at
+//! most one event per arrival of data, which is dropped, so it can never make the loop spin,
+//! even for a socket closed while its file lives on in another process. The parked entry
+//! remembers its socket through a weak reference: a different socket object on the same fd
+//! number (or none) re-arms through `MOD`, which catches a reused number (`ENOENT`) as above.
+//! Any other watcher on the fd turns the registration into an ordinary level-triggered one.
 //!
 //! Everything else follows asyncio's `BaseSelectorEventLoop`: `fd` may be an int or any
 //! object with `fileno()`; the object first registered is remembered, so that
@@ -57,10 +58,11 @@ pub struct FdWatch {
     reader: Option<Py<PyAny>>,
     writer: Option<Py<PyAny>>,
     generation: u32,
-    /// Registered with `Mode::Oneshot` (only ever for a lone native reader).
-    oneshot: bool,
-    /// For a one-shot registration: whether the kernel will report it (not yet fired).
-    armed: bool,
+    /// Registered with `Mode::Edge` (only ever for a lone native reader).
+    edge: bool,
+    /// For an edge-triggered entry: the socket object it was registered for (weakly, so a
+    /// parked entry never keeps a socket alive).
+    owner: Option<Py<PyAny>>,
 }
 
 impl FdWatch {
@@ -96,12 +98,9 @@ pub struct Watchers {
     slots: Vec<Option<FdWatch>>,
     /// Entries in `slots` ...
     present: usize,
-    /// ... of which parked (a disarmed one-shot registration and no watcher).
+    /// ... of which parked (an edge-triggered registration and no watcher).
     parked: usize,
     next_generation: u32,
-    /// One-shot registrations that fired in the last poll; re-armed before the next one if
-    /// their watcher is still there.
-    disarmed: Vec<i32>,
 }
 
 fn token(fd: i32, generation: u32) -> Token {
@@ -167,7 +166,6 @@ impl Watchers {
     pub fn drain(&mut self) -> Vec<Py<PyAny>> {
         self.present = 0;
         self.parked = 0;
-        self.disarmed.clear();
         std::mem::take(&mut self.slots)
             .into_iter()
             .flatten()
@@ -193,10 +191,7 @@ impl Watchers {
         if w.generation != generation {
             return; // an event of a file this fd number no longer names
         }
-        if w.oneshot {
-            w.armed = false;
-            self.disarmed.push(fd);
-        }
+
         let other = event.error || event.hangup;
         let wake = [
             (event.readable || other, &w.reader, Direction::Read),
@@ -329,23 +324,55 @@ impl LoopCore {
         result
     }
 
-    /// The native `sock_recv`'s wait: a reader on a one-shot registration (see the module
-    /// comment), unless the fd has other watchers, which keep it level-triggered.
-    pub(crate) fn add_oneshot_reader(
+    /// The native `sock_recv`'s wait on `sock` (whose fd is `fd`): an edge-triggered reader
+    /// (see the module comment), unless the fd has other watchers, which keep it
+    /// level-triggered. A parked registration made for this very socket object is reused
+    /// without a system call.
+    pub(crate) fn add_edge_reader(
         &self,
         py: Python<'_>,
         fd: i32,
+        sock: &Bound<'_, PyAny>,
         handle: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let watched = {
+        let mode = {
             let mut st = self.state.borrow_mut(py);
-            st.watchers.get_mut(fd).is_some_and(|w| w.is_watched())
+            let watchers = &mut st.watchers;
+            match watchers.get_mut(fd) {
+                Some(w) if w.is_watched() => Mode::Level,
+                Some(w) => {
+                    let same = w.edge
+                        && w.owner.as_ref().is_some_and(|r| {
+                            r.bind(py)
+                                .cast::<pyo3::types::PyWeakrefReference>()
+                                .ok()
+                                .and_then(|r| r.upgrade())
+                                .is_some_and(|obj| obj.is(sock))
+                        });
+                    if same {
+                        w.reader = Some(handle.clone().unbind());
+                        watchers.parked -= 1;
+                        drop(st);
+                        self.sync_registrations(py);
+                        return Ok(());
+                    }
+                    Mode::Edge
+                }
+                None => Mode::Edge,
+            }
         };
-        let mode = if watched { Mode::Level } else { Mode::Oneshot };
         let fileobj = fd.into_pyobject(py)?.into_any();
         let mut stale: Vec<Py<PyAny>> = Vec::new();
         let result =
             self.register_watcher(py, fd, &fileobj, Direction::Read, handle, mode, &mut stale);
+        if result.is_ok() && mode == Mode::Edge {
+            let weak = pyo3::types::PyWeakrefReference::new(sock)?
+                .into_any()
+                .unbind();
+            if let Some(w) = self.state.borrow_mut(py).watchers.get_mut(fd) {
+                w.owner = Some(weak);
+            }
+        }
         self.sync_registrations(py);
         Self::cancel_all(py, stale)?;
         result
@@ -381,8 +408,10 @@ impl LoopCore {
                     if let Some(old) = w.slot(dir).replace(handle.clone().unbind()) {
                         stale.push(old);
                     }
-                    w.oneshot = mode == Mode::Oneshot;
-                    w.armed = true;
+                    w.edge = mode == Mode::Edge;
+                    if !w.edge {
+                        w.owner = None;
+                    }
                     if was_parked {
                         watchers.parked -= 1;
                     }
@@ -425,8 +454,8 @@ impl LoopCore {
             reader: None,
             writer: None,
             generation,
-            oneshot: mode == Mode::Oneshot,
-            armed: true,
+            edge: mode == Mode::Edge,
+            owner: None,
         };
         *watch.slot(dir) = Some(handle.clone().unbind());
         watchers.insert(fd, watch);
@@ -475,8 +504,8 @@ impl LoopCore {
             let old = w.slot(dir).take();
             let result = match (old.is_some(), w.interest()) {
                 (false, _) => Ok(()),
-                (true, None) if w.oneshot && !w.armed => {
-                    // Fired and done: leave the disarmed registration parked.
+                (true, None) if w.edge => {
+                    // The wait is over: leave the edge-triggered registration parked.
                     watchers.parked += 1;
                     Ok(())
                 }
@@ -488,8 +517,8 @@ impl LoopCore {
                 }
                 (true, Some(rest)) => {
                     let tok = token(fd, w.generation);
-                    w.oneshot = false;
-                    w.armed = true;
+                    w.edge = false;
+                    w.owner = None;
                     self.poller
                         .reregister(borrow_fd(fd), tok, rest, Mode::Level)
                         .inspect_err(|_| {
@@ -509,46 +538,5 @@ impl LoopCore {
             }
             None => Ok(false),
         }
-    }
-
-    /// Before a poll: re-arm the one-shot registrations that fired but whose watcher is
-    /// still waiting. One whose file is gone takes its watcher with it.
-    pub(crate) fn rearm_oneshots(&self, py: Python<'_>) -> PyResult<()> {
-        let mut stale: Vec<Py<PyAny>> = Vec::new();
-        {
-            let mut st = self.state.borrow_mut(py);
-            let watchers = &mut st.watchers;
-            if watchers.disarmed.is_empty() {
-                return Ok(());
-            }
-            let fds = std::mem::take(&mut watchers.disarmed);
-            for &fd in &fds {
-                let Some(w) = watchers.get_mut(fd) else {
-                    continue;
-                };
-                if !w.oneshot || w.armed {
-                    continue;
-                }
-                let Some(interest) = w.interest() else {
-                    continue; // parked
-                };
-                let tok = token(fd, w.generation);
-                match self
-                    .poller
-                    .reregister(borrow_fd(fd), tok, interest, Mode::Oneshot)
-                {
-                    Ok(()) => w.armed = true,
-                    Err(_) => {
-                        let old = watchers.take(fd).expect("present");
-                        stale.extend(old.into_handles());
-                    }
-                }
-            }
-            let mut fds = fds;
-            fds.clear();
-            watchers.disarmed = fds; // keep the allocation
-        }
-        self.sync_registrations(py);
-        Self::cancel_all(py, stale)
     }
 }
