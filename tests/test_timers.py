@@ -533,6 +533,21 @@ def test_waiting_for_a_timer_does_not_spin(loop):
     assert time.process_time() - cpu0 < 0.05
 
 
+def test_sub_millisecond_sleeps_do_not_spin(loop):
+    # The intent of CPython's test_timeout_rounding (which needs asyncio's private selector,
+    # so the oracle cannot run it on ferroloop): a deadline less than a poll tick away must
+    # not turn the wait into a busy loop of zero-timeout polls.
+    async def main():
+        for _ in range(40):
+            await asyncio.sleep(0.0003)
+
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    loop.run_until_complete(main())
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    assert wall >= 40 * 0.0003
+    assert cpu < 0.5 * wall, f"{cpu:.4f} s of CPU for {wall:.4f} s of waiting"
+
+
 def test_compaction_releases_cancelled_handles(loop):
     # asyncio drops cancelled timers from its heap once more than half of over 100 scheduled
     # timers are cancelled (checked at the start of every iteration): after one iteration the
