@@ -1,4 +1,4 @@
-"""The main job: a realistic asyncio program (no sockets) run on stock asyncio and on ferroloop.
+"""The main job: a realistic asyncio program run on stock asyncio, uvloop and ferroloop.
 
 Micro-benchmarks (bench_core.py) say how fast each loop schedules; this says whether a real
 program built from the usual asyncio parts produces exactly the same answer on ferroloop as on
@@ -9,7 +9,9 @@ The job is a small ingestion pipeline:
     producers --(asyncio.Queue, bounded: back-pressure)--> worker pool --> results
                                                             |
       per item: single-flight cache (Lock + Event)    ------+
-                rate-limited "downstream call" (Semaphore, asyncio.timeout, small sleeps)
+                rate-limited downstream call (Semaphore, asyncio.timeout) over a pool of
+                  keep-alive TCP connections to a line-protocol service on 127.0.0.1
+                  (asyncio streams: start_server, open_connection, readline, drain)
                 fan-out to shards (TaskGroup), each checking the request's contextvar
                 a callback scheduled with call_soon that must see the same contextvar
                 every Nth item: blocking hashing in the default executor (run_in_executor)
@@ -156,12 +158,69 @@ def blocking_digest(payload: int, rounds: int) -> int:
     return int.from_bytes(data[:8], "little")
 
 
+class DownstreamService:
+    """A real TCP service on 127.0.0.1, served and called with asyncio streams.
+
+    Each request is one line with a number; the answer is one line with its mix (after a
+    short pause for every 5th number, like a slower backend). Callers share a pool of
+    keep-alive connections, one request at a time per connection.
+    """
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+        self.connections: list[asyncio.StreamWriter] = []
+        self.requests = 0
+
+    async def start(self, connections: int) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        for _ in range(connections):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            self.connections.append(writer)
+            self.pool.put_nowait((reader, writer))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                payload = int(line)
+                if payload % 5 == 0:
+                    await asyncio.sleep(0.0001)
+                writer.write(b"%d\n" % mix(payload, 0xD0))
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def call(self, payload: int) -> int:
+        reader, writer = await self.pool.get()
+        try:
+            writer.write(b"%d\n" % payload)
+            await writer.drain()
+            answer = await reader.readline()
+            self.requests += 1
+            return int(answer)
+        finally:
+            self.pool.put_nowait((reader, writer))
+
+    async def close(self) -> None:
+        for writer in self.connections:
+            writer.close()
+        for writer in self.connections:
+            await writer.wait_closed()
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
 class Job:
     def __init__(self, config: JobConfig) -> None:
         self.config = config
         self.queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=config.queue_size)
         self.cache = SingleFlightCache()
         self.downstream = asyncio.Semaphore(config.downstream_limit)
+        self.service = DownstreamService()
         self.stalled_dependency = asyncio.Event()  # never set: calls to it always time out
         self.done = asyncio.Event()
         self.results: dict[int, int] = {}
@@ -226,11 +285,7 @@ class Job:
 
     async def call_downstream(self, item: Item) -> int:
         async with self.downstream, asyncio.timeout(5.0):
-            await asyncio.sleep(0)
-            if item.payload % 5 == 0:
-                await asyncio.sleep(0.0001)
-            await asyncio.sleep(0)
-            return mix(item.payload, 0xD0)
+            return await self.service.call(item.payload)
 
     async def shard(self, item: Item, index: int) -> int:
         check(REQUEST_ID.get() == item.id, "TaskGroup child did not inherit the contextvar")
@@ -246,6 +301,7 @@ class Job:
 
     async def run(self) -> JobReport:
         config = self.config
+        await self.service.start(config.downstream_limit)
         monitor = asyncio.create_task(self.monitor(), name="monitor")
         async with asyncio.TaskGroup() as group:
             workers = [
@@ -258,6 +314,7 @@ class Job:
                 await self.queue.put(None)
         self.done.set()
         await monitor
+        await self.service.close()
         return self.report()
 
     def report(self) -> JobReport:
@@ -269,6 +326,8 @@ class Job:
         check(fills == len(keys_used), f"{fills} cache fills for {len(keys_used)} keys")
         stalled = sum(1 for item_id in range(config.items) if item_id % config.stalled_every == 0)
         check(self.timeouts == stalled, f"{self.timeouts} timeouts, expected {stalled}")
+        check(self.service.requests == config.items,
+              f"{self.service.requests} downstream requests for {config.items} items")
         digest = hashlib.sha256()
         for item_id in sorted(self.results):
             digest.update(f"{item_id}:{self.results[item_id]};".encode())
