@@ -31,7 +31,7 @@ for v in 3.12 3.13 3.14; do
     venv="$root/.venv-$v"
     [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        "maturin>=1.5,<2" "pytest>=8" "pytest-timeout>=2.3"
+        "maturin>=1.5,<2" "pytest>=8" "pytest-timeout>=2.3" "trustme>=1.1"
     VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop -q --release
     "$venv/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
 done

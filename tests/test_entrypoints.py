@@ -311,7 +311,6 @@ def _later_issue_calls(loop, rsock, wsock):
         ("create_datagram_endpoint",
          lambda: loop.create_datagram_endpoint(asyncio.DatagramProtocol,
                                                local_addr=("127.0.0.1", 0))),
-        ("start_tls", lambda: loop.start_tls(None, None, None)),
         ("connect_read_pipe", lambda: loop.connect_read_pipe(proto, None)),
         ("connect_write_pipe", lambda: loop.connect_write_pipe(proto, None)),
         ("subprocess_exec", lambda: loop.subprocess_exec(asyncio.SubprocessProtocol, "true")),

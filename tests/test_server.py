@@ -313,16 +313,6 @@ def test_getaddrinfo_empty(loop):
     assert str(ei.value) == "getaddrinfo('nothing.invalid') returned empty list"
 
 
-def test_ssl_not_implemented_yet(ferro_loop):
-    # ferroloop-only, and only until issue #7 (TLS): a real SSLContext raises
-    # NotImplementedError after asyncio's argument checks, before binding anything.
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    with pytest.raises(NotImplementedError, match="issue #7"):
-        ferro_loop.run_until_complete(
-            ferro_loop.create_server(asyncio.Protocol, "127.0.0.1", 0, ssl=ctx)
-        )
-
-
 # ---------------------------------------------------------------- serving
 
 

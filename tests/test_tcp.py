@@ -413,19 +413,6 @@ def test_local_addr_of_no_matching_family(loop):
     )
 
 
-def test_ssl_not_implemented_yet(ferro_loop):
-    # ferroloop-only, and only until issue #7 (TLS): ssl= raises NotImplementedError after
-    # asyncio's argument checks, before any I/O. Stock asyncio would start a handshake.
-    loop = ferro_loop
-    for kwargs in ({"host": "127.0.0.1", "port": 9, "ssl": True},
-                   {"sock": socket.socket(), "ssl": ssl.create_default_context(),
-                        "server_hostname": "example.org"}):
-        with pytest.raises(NotImplementedError, match="issue #7"):
-            loop.run_until_complete(loop.create_connection(asyncio.Protocol, **kwargs))
-        if "sock" in kwargs:
-            kwargs["sock"].close()
-
-
 # ---------------------------------------------------------------- Happy Eyeballs
 
 

@@ -10,7 +10,6 @@ import asyncio
 import errno
 import os
 import socket
-import ssl
 import sys
 import uuid
 
@@ -315,19 +314,6 @@ def test_server_argument_errors(loop, kwargs, exc_type, message):
     finally:
         if sock is not None:
             sock.close()
-
-
-def test_ssl_not_implemented_yet(ferro_loop, tmp_path):
-    # ferroloop-only, and only until issue #7 (TLS).
-    loop = ferro_loop
-    ctx = ssl.create_default_context()
-    with pytest.raises(NotImplementedError, match="issue #7"):
-        loop.run_until_complete(loop.create_unix_connection(
-            asyncio.Protocol, str(tmp_path / "s"), ssl=ctx, server_hostname="h"))
-    with pytest.raises(NotImplementedError, match="issue #7"):
-        loop.run_until_complete(loop.create_unix_server(
-            asyncio.Protocol, str(tmp_path / "s"), ssl=ctx))
-    assert not os.path.exists(tmp_path / "s")  # nothing was bound
 
 
 # ---------------------------------------------------------------- connect_accepted_socket

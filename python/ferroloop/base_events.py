@@ -29,7 +29,7 @@ from asyncio import events, format_helpers, futures, tasks
 from collections.abc import Callable
 from typing import Any
 
-from . import _native, transports
+from . import _native, tls, transports
 from .connections import ConnectionMethods
 from .selector_events import SocketMethods
 
@@ -607,8 +607,15 @@ class Loop(_native.LoopCore, SocketMethods, ConnectionMethods, asyncio.AbstractE
         return await transports.sendfile(self, transport, file, offset, count,
                                          fallback=fallback)
 
-    async def start_tls(self, transport, protocol, sslcontext, **kwargs):
-        raise _not_implemented("start_tls", 7, "TLS")
+    async def start_tls(self, transport, protocol, sslcontext, *, server_side=False,
+                        server_hostname=None, ssl_handshake_timeout=None,
+                        ssl_shutdown_timeout=None):
+        """Upgrade ``transport`` to TLS; the new transport ``protocol`` uses (see tls.py)."""
+        return await tls.start_tls(
+            self, transport, protocol, sslcontext, server_side=server_side,
+            server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
 
     async def create_datagram_endpoint(self, protocol_factory, local_addr=None,
                                        remote_addr=None, **kwargs):

@@ -19,8 +19,8 @@ Where ferroloop does better than asyncio, without changing what callers see:
 * The accept path makes the transport in the reader callback itself (asyncio spawns a task
   per connection for that), and it stops accepting as soon as the server is closed.
 
-TLS (``ssl=``) is issue #7: the ssl-related argument checks are asyncio's, then a truthy
-``ssl`` raises ``NotImplementedError`` before any I/O.
+TLS (``ssl=``): the ssl-related argument checks are asyncio's; the connection is then
+asyncio's ``SSLProtocol`` over the socket transport (``tls.make_ssl_transport``).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from typing import Any
 from .selector_events import _check_ssl_socket
 from .servers import Server
 from .staggered import staggered_race
+from .tls import make_ssl_transport
 from .transports import make_socket_transport
 
 __all__ = ["ConnectionMethods"]
@@ -68,12 +69,6 @@ _ACCEPT_SKIP_ERRNOS = frozenset(
     )
     if hasattr(errno, name)
 )
-
-
-def _ssl_not_implemented(method: str) -> NotImplementedError:
-    return NotImplementedError(
-        f"ferroloop does not support ssl= in loop.{method}() yet: TLS lands with issue #7"
-    )
 
 
 def _bind_error_text(exc: OSError) -> str:
@@ -207,8 +202,6 @@ class ConnectionMethods:
         if host is not None or port is not None:
             if sock is not None:
                 raise ValueError("host/port and sock can not be specified at the same time")
-            if ssl:
-                raise _ssl_not_implemented("create_connection")
             sock = await self._connect_to_host(
                 host, port, family, proto, flags, local_addr, happy_eyeballs_delay,
                 interleave, all_errors,
@@ -220,8 +213,6 @@ class ConnectionMethods:
             if sock.type != socket.SOCK_STREAM:
                 # AF_UNIX stream sockets are accepted too, as asyncio accepts them.
                 raise ValueError(f"A Stream Socket was expected, got {sock!r}")
-            if ssl:
-                raise _ssl_not_implemented("create_connection")
             own_sock = False
 
         transport, protocol = await self._create_connection_transport(
@@ -351,14 +342,20 @@ class ConnectionMethods:
         ssl_handshake_timeout: float | None = None, ssl_shutdown_timeout: float | None = None,
     ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
         """Wrap the connected ``sock`` in a transport; return once the protocol has it."""
-        if ssl:  # pragma: no cover - callers raise first until issue #7
-            raise _ssl_not_implemented("create_connection")
         sock.setblocking(False)
         transport = None
         try:
             protocol = protocol_factory()
             waiter = self.create_future()
-            transport = make_socket_transport(self, sock, protocol, waiter)
+            if ssl:
+                transport, _ = make_ssl_transport(
+                    self, sock, protocol, None if isinstance(ssl, bool) else ssl, waiter,
+                    server_side=server_side, server_hostname=server_hostname,
+                    ssl_handshake_timeout=ssl_handshake_timeout,
+                    ssl_shutdown_timeout=ssl_shutdown_timeout,
+                )
+            else:
+                transport = make_socket_transport(self, sock, protocol, waiter)
             await waiter
         except BaseException:
             if transport is not None:
@@ -424,8 +421,6 @@ class ConnectionMethods:
         if host is not None or port is not None:
             if sock is not None:
                 raise ValueError("host/port and sock can not be specified at the same time")
-            if ssl:
-                raise _ssl_not_implemented("create_server")
             sockets = await self._bind_server_sockets(
                 host, port, family, flags, reuse_address, reuse_port, keep_alive
             )
@@ -434,8 +429,6 @@ class ConnectionMethods:
                 raise ValueError("Neither host/port nor sock were specified")
             if sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A Stream Socket was expected, got {sock!r}")
-            if ssl:
-                raise _ssl_not_implemented("create_server")
             sockets = [sock]
 
         for s in sockets:
@@ -647,9 +640,18 @@ class ConnectionMethods:
         try:
             protocol = protocol_factory()
             waiter = self.create_future()
-            transport = make_socket_transport(
-                self, conn, protocol, waiter, extra=extra, server=server
-            )
+            if sslcontext:
+                # The server tracks the socket transport under the TLS one, as asyncio's
+                # server does (close_clients/abort_clients act on it).
+                transport, raw = make_ssl_transport(
+                    self, conn, protocol, sslcontext, waiter, server_side=True, extra=extra,
+                    server=server, ssl_handshake_timeout=ssl_handshake_timeout,
+                    ssl_shutdown_timeout=ssl_shutdown_timeout,
+                )
+            else:
+                transport = raw = make_socket_transport(
+                    self, conn, protocol, waiter, extra=extra, server=server
+                )
         except (SystemExit, KeyboardInterrupt):
             conn.close()
             raise
@@ -661,7 +663,7 @@ class ConnectionMethods:
             self._report_accept_error(exc, protocol, transport)
             return
         if server is not None:
-            server._track(transport)
+            server._track(raw)
         waiter.add_done_callback(
             functools.partial(self._accepted_transport_ready, transport, protocol)
         )
@@ -705,8 +707,6 @@ class ConnectionMethods:
         if ssl_shutdown_timeout is not None and not ssl:
             raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
         _check_ssl_socket(sock)
-        if ssl:
-            raise _ssl_not_implemented("connect_accepted_socket")
         transport, protocol = await self._create_connection_transport(
             sock, protocol_factory, ssl, "", server_side=True,
             ssl_handshake_timeout=ssl_handshake_timeout,
@@ -741,8 +741,6 @@ class ConnectionMethods:
         if path is not None:
             if sock is not None:
                 raise ValueError("path and sock can not be specified at the same time")
-            if ssl:
-                raise _ssl_not_implemented("create_unix_connection")
             path = os.fspath(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
             try:
@@ -757,8 +755,6 @@ class ConnectionMethods:
                 raise ValueError("no path and sock were specified")
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
-            if ssl:
-                raise _ssl_not_implemented("create_unix_connection")
             sock.setblocking(False)
             own_sock = False
 
@@ -812,8 +808,6 @@ class ConnectionMethods:
         if path is not None:
             if sock is not None:
                 raise ValueError("path and sock can not be specified at the same time")
-            if ssl:
-                raise _ssl_not_implemented("create_unix_server")
             path = os.fspath(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             if _is_filesystem_path(path):
@@ -844,8 +838,6 @@ class ConnectionMethods:
                 raise ValueError("path was not specified, and no sock specified")
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
-            if ssl:
-                raise _ssl_not_implemented("create_unix_server")
 
         if cleanup_socket:
             bound = sock.getsockname()
