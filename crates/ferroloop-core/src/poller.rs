@@ -138,6 +138,22 @@ impl Poller {
         self.selector.deregister(fd)
     }
 
+    /// After `fork()`, in the child, before the poller is used again: the epoll instance and
+    /// the waker's eventfd are replaced by new ones under the same numbers, so the child no
+    /// longer shares them with the parent (its changes would otherwise alter the parent's
+    /// registrations, and each would wake the other). Every registration is gone afterwards;
+    /// the waker is registered again. Only for a process with one thread, as a fork child is.
+    pub fn reset_after_fork(&self) -> io::Result<()> {
+        self.selector.reset_after_fork()?;
+        self.waker.reset_after_fork()?;
+        self.selector.register(
+            self.waker.fd(),
+            WAKER_TOKEN,
+            Interest::READABLE,
+            Mode::Level,
+        )
+    }
+
     /// Announces a sleep: from now on [`Waker::wake`] writes the eventfd. Call it *before*
     /// checking for queued work, then [`Poller::poll`].
     #[inline]
@@ -248,6 +264,31 @@ mod tests {
         p.deregister(a.as_fd()).unwrap();
         p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
         assert!(ev.is_empty());
+    }
+
+    #[test]
+    fn reset_after_fork_forgets_registrations_and_keeps_the_waker() {
+        // What the child of a fork sees: the registrations of the instance it inherited are
+        // gone (they belong to the parent), the waker works, new registrations work.
+        let p = Poller::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        p.register(a.as_fd(), Token(7), Interest::READABLE, Mode::Level)
+            .unwrap();
+        std::io::Write::write_all(&mut b, b"x").unwrap();
+        p.reset_after_fork().unwrap();
+        let mut ev = Events::with_capacity(8);
+        p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert!(ev.is_empty(), "a registration survived the reset");
+        p.prepare_sleep();
+        p.waker().wake();
+        let t0 = Instant::now();
+        p.poll(&mut ev, Some(Duration::from_secs(10))).unwrap();
+        assert!(ev.woken());
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        p.register(a.as_fd(), Token(8), Interest::READABLE, Mode::Level)
+            .unwrap();
+        p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
+        assert_eq!(ev.iter().map(|e| e.token).collect::<Vec<_>>(), [Token(8)]);
     }
 
     #[test]

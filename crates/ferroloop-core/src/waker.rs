@@ -56,6 +56,14 @@ impl Waker {
         }
     }
 
+    /// After `fork()`, in the child: a fresh eventfd (not shared with the parent), no sleep
+    /// in progress.
+    pub(crate) fn reset_after_fork(&self) -> io::Result<()> {
+        self.sleeping.store(false, SeqCst);
+        self.signalled.store(false, SeqCst);
+        self.fd.reset_after_fork()
+    }
+
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.fd()
     }

@@ -82,6 +82,9 @@ pub struct LoopCore {
     has_task_factory: AtomicBool,
     /// Iterations that skipped the poll (see `poll_once`), for pacing signal checks.
     skipped_polls: std::sync::atomic::AtomicU32,
+    /// `add_signal_handler` handlers exist: the signal numbers read from the wake-up socket
+    /// go to `_process_self_data`, and the poll is never skipped (it is what reads them).
+    signal_dispatch: AtomicBool,
 }
 
 impl LoopCore {
@@ -389,7 +392,10 @@ impl LoopCore {
             }
         };
 
-        if timeout == Some(Duration::ZERO) && this.io_registrations.load(Relaxed) == 0 {
+        if timeout == Some(Duration::ZERO)
+            && this.io_registrations.load(Relaxed) == 0
+            && !this.signal_dispatch.load(Relaxed)
+        {
             // Nothing but the loop's own fds is registered: a zero-timeout poll could only
             // drain them. Pending signal handlers run here every few iterations (and at every
             // bytecode boundary of the Python callbacks in between).
@@ -436,13 +442,22 @@ impl LoopCore {
             }
         }
         *this.events.borrow_mut(py) = Some(events);
+        let mut signums = Vec::new();
         if signal_ready {
             if let Some(fd) = signal_fd {
-                drain_fd(fd);
+                drain_fd(
+                    fd,
+                    this.signal_dispatch.load(Relaxed).then_some(&mut signums),
+                );
             }
         }
         for (fd, dir) in cancelled {
             this.remove_watcher_fd(py, fd, dir, None)?;
+        }
+        if !signums.is_empty() {
+            // asyncio's `_process_self_data`: queue the handlers of these signals.
+            let data = pyo3::types::PyBytes::new(py, &signums);
+            slf.call_method1(pyo3::intern!(py, "_process_self_data"), (data,))?;
         }
         Self::after_poll(py, res)
     }
@@ -567,9 +582,10 @@ fn vectorcall<'py>(
     }
 }
 
-/// Empties the signal wake-up socket (its bytes are signal numbers; the handlers themselves
-/// run through `PyErr_CheckSignals`).
-fn drain_fd(fd: i32) {
+/// Empties the signal wake-up socket. Its bytes are signal numbers: they are appended to
+/// `keep` when `add_signal_handler` handlers exist, and dropped otherwise (Python-level
+/// handlers, such as the one raising KeyboardInterrupt, run through `PyErr_CheckSignals`).
+fn drain_fd(fd: i32, mut keep: Option<&mut Vec<u8>>) {
     let mut buf = [0u8; 256];
     loop {
         // SAFETY: `fd` is the read end of the wake-up socket, kept open by the Python side
@@ -577,6 +593,9 @@ fn drain_fd(fd: i32) {
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n <= 0 {
             break;
+        }
+        if let Some(keep) = keep.as_deref_mut() {
+            keep.extend_from_slice(&buf[..n as usize]);
         }
     }
 }
@@ -607,6 +626,7 @@ impl LoopCore {
             io_registrations: AtomicU64::new(0),
             has_task_factory: AtomicBool::new(false),
             skipped_polls: std::sync::atomic::AtomicU32::new(0),
+            signal_dispatch: AtomicBool::new(false),
         })
     }
 
@@ -754,6 +774,30 @@ impl LoopCore {
             self.poller
                 .register(bfd, SIGNAL_TOKEN, Interest::READABLE, Mode::Level)?;
         }
+        Ok(())
+    }
+
+    /// Hand the signal numbers read from the wake-up socket to `_process_self_data` (True,
+    /// while `add_signal_handler` handlers exist) or drop them (False).
+    fn _set_signal_dispatch(&self, enabled: bool) {
+        self.signal_dispatch.store(enabled, Relaxed);
+    }
+
+    /// In the child of `os.fork()`: stop sharing the kernel objects of the parent's loop. The
+    /// epoll instance and the waker's eventfd are replaced by new ones (so nothing the child
+    /// does changes the parent's registrations, and neither wakes the other), and every fd
+    /// watcher and the signal fd are forgotten without touching the parent's epoll. Callbacks
+    /// and timers stay queued.
+    fn _reset_after_fork(&self, py: Python<'_>) -> PyResult<()> {
+        self.poller.reset_after_fork()?;
+        let watchers = {
+            let mut st = self.state.borrow_mut(py);
+            st.signal_fd = None;
+            st.watchers.drain()
+        };
+        self.io_registrations.store(0, Relaxed);
+        self.signal_dispatch.store(false, Relaxed);
+        drop(watchers);
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 //! `rustix` costs one syscall per iteration and lets each registration choose its mode.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::buffer::spare_capacity;
@@ -147,6 +147,13 @@ impl Selector {
         Ok(())
     }
 
+    /// After `fork()`, in the child: the epoll fd becomes a new, empty epoll instance under
+    /// the same number. The inherited instance is shared with the parent, so any change the
+    /// child made to it (a registration added or deleted) would change the parent's loop.
+    pub fn reset_after_fork(&self) -> io::Result<()> {
+        replace_in_place(&self.epfd, epoll::create(epoll::CreateFlags::CLOEXEC)?)
+    }
+
     /// One `epoll_wait`. `None` waits forever; sub-millisecond timeouts round up to 1 ms.
     /// EINTR comes back as `ErrorKind::Interrupted` so the caller can run signal handlers.
     pub fn select(&self, events: &mut SysEvents, timeout: Option<Duration>) -> io::Result<()> {
@@ -192,4 +199,25 @@ impl WakeFd {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+
+    /// After `fork()`, in the child: a new eventfd under the same number, so that the child
+    /// and the parent no longer wake each other.
+    pub fn reset_after_fork(&self) -> io::Result<()> {
+        replace_in_place(
+            &self.fd,
+            eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
+        )
+    }
+}
+
+/// Makes the fd number `target` owns name `fresh`'s file instead (`dup3`, atomic), then
+/// closes `fresh`. The number, and its ownership by `target`, do not change.
+fn replace_in_place(target: &OwnedFd, fresh: OwnedFd) -> io::Result<()> {
+    // SAFETY: `alias` borrows `target`'s number only to hand it to `dup3` as the descriptor
+    // to replace; it is never dropped (ManuallyDrop), so the number stays owned by `target`
+    // alone and is closed exactly once, when `target` is.
+    let mut alias =
+        std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(target.as_raw_fd()) });
+    rustix::io::dup3(&fresh, &mut alias, rustix::io::DupFlags::CLOEXEC)?;
+    Ok(())
 }
