@@ -306,17 +306,10 @@ def test_event_loop_policy(restore_policy):
 def _later_issue_calls(loop, rsock, wsock):
     """(method, thunk) for methods of later issues. Delete rows as the issues that implement
     them land (sockets, servers, subprocesses, signals, datagrams, pipes, TLS)."""
-    proto = asyncio.Protocol
     return [
         ("create_datagram_endpoint",
          lambda: loop.create_datagram_endpoint(asyncio.DatagramProtocol,
                                                local_addr=("127.0.0.1", 0))),
-        ("connect_read_pipe", lambda: loop.connect_read_pipe(proto, None)),
-        ("connect_write_pipe", lambda: loop.connect_write_pipe(proto, None)),
-        ("subprocess_exec", lambda: loop.subprocess_exec(asyncio.SubprocessProtocol, "true")),
-        ("subprocess_shell", lambda: loop.subprocess_shell(asyncio.SubprocessProtocol, "true")),
-        ("add_signal_handler", lambda: loop.add_signal_handler(10, print)),
-        ("remove_signal_handler", lambda: loop.remove_signal_handler(10)),
     ]
 
 

@@ -18,7 +18,6 @@ import concurrent.futures
 import inspect
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -32,6 +31,7 @@ from typing import Any
 from . import _native, tls, transports
 from .connections import ConnectionMethods
 from .selector_events import SocketMethods
+from .unix_events import UnixMethods
 
 __all__ = ["Loop"]
 
@@ -79,7 +79,9 @@ def _not_implemented(name: str, issue: int, what: str) -> NotImplementedError:
     )
 
 
-class Loop(_native.LoopCore, SocketMethods, ConnectionMethods, asyncio.AbstractEventLoop):
+class Loop(
+    _native.LoopCore, SocketMethods, ConnectionMethods, UnixMethods, asyncio.AbstractEventLoop
+):
     """An asyncio event loop whose scheduler, timers and poller are written in Rust."""
 
     def __init__(self) -> None:
@@ -103,6 +105,8 @@ class Loop(_native.LoopCore, SocketMethods, ConnectionMethods, asyncio.AbstractE
         # fd -> the transport that owns it (filled by the transports of issue #5); a watcher
         # or sock_* call on such an fd raises RuntimeError, as in asyncio.
         self._transports: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        # Signal handlers, children, the fork hook (unix_events.py).
+        self._init_unix()
         self._set_debug_flag(_debug_mode_from_environment())
         if type(self).time is not _native.LoopCore.time:
             self._set_time_overridden(True)
@@ -223,48 +227,16 @@ class Loop(_native.LoopCore, SocketMethods, ConnectionMethods, asyncio.AbstractE
         if self.get_debug():
             logger.debug("Close %r", self)
         self._close_native()
-        for sock in (self._signal_rsock, self._signal_wsock):
-            if sock is not None:
-                sock.close()
-        self._signal_rsock = self._signal_wsock = None
+        # Signal handlers removed, wake-up fd restored, running children handed to a reaper.
+        self._close_unix()
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is not None:
             self._default_executor = None
             executor.shutdown(wait=False)
 
-    # -- Ctrl+C while the loop sleeps ------------------------------------------------------------
-    # A signal that arrives while the loop thread sleeps in epoll must wake it, so that the
-    # Python-level handler (KeyboardInterrupt for SIGINT) runs at once. The kernel may deliver
-    # the signal to any thread; CPython's C handler then writes the signal number to the
-    # wake-up fd, which the loop watches while it runs in the main thread.
-
-    def _watch_signal_wakeups(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        if self._signal_rsock is None:
-            rsock, wsock = socket.socketpair()
-            rsock.setblocking(False)
-            wsock.setblocking(False)
-            self._signal_rsock, self._signal_wsock = rsock, wsock
-        assert self._signal_wsock is not None and self._signal_rsock is not None
-        try:
-            old = signal.set_wakeup_fd(self._signal_wsock.fileno(), warn_on_full_buffer=False)
-        except (ValueError, OSError):
-            return
-        self._old_wakeup_fd = old
-        self._set_signal_fd(self._signal_rsock.fileno())
-
-    def _unwatch_signal_wakeups(self) -> None:
-        old = self._old_wakeup_fd
-        if old is None:
-            return
-        self._old_wakeup_fd = None
-        self._set_signal_fd(None)
-        try:
-            signal.set_wakeup_fd(old)
-        except (ValueError, OSError):
-            pass
+    # Ctrl+C while the loop sleeps, and signal handlers: _watch_signal_wakeups and
+    # _unwatch_signal_wakeups (called above) are in unix_events.py.
 
     # -- futures and tasks -------------------------------------------------------------------
 
@@ -621,23 +593,8 @@ class Loop(_native.LoopCore, SocketMethods, ConnectionMethods, asyncio.AbstractE
                                        remote_addr=None, **kwargs):
         raise _not_implemented("create_datagram_endpoint", 9, "datagram transports")
 
-    async def connect_read_pipe(self, protocol_factory, pipe):
-        raise _not_implemented("connect_read_pipe", 8, "pipe transports")
-
-    async def connect_write_pipe(self, protocol_factory, pipe):
-        raise _not_implemented("connect_write_pipe", 8, "pipe transports")
-
-    async def subprocess_shell(self, protocol_factory, cmd, **kwargs):
-        raise _not_implemented("subprocess_shell", 8, "subprocesses")
-
-    async def subprocess_exec(self, protocol_factory, *args, **kwargs):
-        raise _not_implemented("subprocess_exec", 8, "subprocesses")
-
-    def add_signal_handler(self, sig, callback, *args):
-        raise _not_implemented("add_signal_handler", 8, "signal handlers")
-
-    def remove_signal_handler(self, sig):
-        raise _not_implemented("remove_signal_handler", 8, "signal handlers")
+    # connect_read_pipe, connect_write_pipe, subprocess_exec, subprocess_shell,
+    # add_signal_handler and remove_signal_handler are in unix_events.py.
 
 
 def _ipaddr_info(
