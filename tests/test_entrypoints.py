@@ -307,9 +307,6 @@ def _later_issue_calls(loop, rsock, wsock):
     """(method, thunk) for methods of later issues. Delete rows as the issues that implement
     them land (sockets, servers, subprocesses, signals, datagrams, pipes, TLS)."""
     return [
-        ("create_datagram_endpoint",
-         lambda: loop.create_datagram_endpoint(asyncio.DatagramProtocol,
-                                               local_addr=("127.0.0.1", 0))),
     ]
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from . import _native, tls, transports
 from .connections import ConnectionMethods
+from .datagram import DatagramMethods
 from .selector_events import SocketMethods
 from .unix_events import UnixMethods
 
@@ -80,7 +81,8 @@ def _not_implemented(name: str, issue: int, what: str) -> NotImplementedError:
 
 
 class Loop(
-    _native.LoopCore, SocketMethods, ConnectionMethods, UnixMethods, asyncio.AbstractEventLoop
+    _native.LoopCore, SocketMethods, ConnectionMethods, UnixMethods, DatagramMethods,
+    asyncio.AbstractEventLoop,
 ):
     """An asyncio event loop whose scheduler, timers and poller are written in Rust."""
 
@@ -588,10 +590,6 @@ class Loop(
             server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
-
-    async def create_datagram_endpoint(self, protocol_factory, local_addr=None,
-                                       remote_addr=None, **kwargs):
-        raise _not_implemented("create_datagram_endpoint", 9, "datagram transports")
 
     # connect_read_pipe, connect_write_pipe, subprocess_exec, subprocess_shell,
     # add_signal_handler and remove_signal_handler are in unix_events.py.

@@ -10,6 +10,7 @@
 
 mod addrinfo;
 mod cmethods;
+mod datagram;
 mod event_loop;
 mod fastcall;
 mod gil_cell;
@@ -39,6 +40,7 @@ fn _native(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<sock::RecvWait>()?;
     m.add_class::<transports::TransportCore>()?;
+    m.add_class::<datagram::DatagramCore>()?;
     handles::init(py, m)?;
     fastcall::init(py)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;

@@ -1,0 +1,1193 @@
+//! The datagram transport's native core (asyncio's `_SelectorDatagramTransport`).
+//!
+//! `python/ferroloop/datagram.py` defines `DatagramTransport`, a subclass of
+//! `asyncio.DatagramTransport` (and of `asyncio.Transport`, as asyncio's own is), whose cold
+//! methods are Python and whose state and per-datagram work live here, in a `DatagramCore`:
+//!
+//! * **Reading.** A level-triggered reader (an ordinary fd watcher whose callback is
+//!   `_read_ready`, so it runs in the ready queue in asyncio's order) does one `recvfrom` of up
+//!   to 256 KiB (asyncio's `max_size`) into a per-thread scratch buffer per readiness event and
+//!   calls `protocol.datagram_received(bytes, addr)`, with `addr` built as the socket module
+//!   builds it. A failing `recvfrom` goes to `protocol.error_received(exc)`: that is how an
+//!   ICMP port-unreachable on a connected socket shows up (`ConnectionRefusedError`).
+//! * **Writing.** Unlike the stream transport, nothing is batched: asyncio sends a datagram
+//!   inside `sendto()` and reports its failure to `error_received` before `sendto()` returns,
+//!   and so does this core. Only what the kernel refuses with `EAGAIN` is queued (a copy, with
+//!   its destination), sent datagram by datagram from a writability watcher, and counted for
+//!   flow control (`pause_writing` above the high-water mark, `resume_writing` at or below
+//!   the low one; asyncio 3.13 adds 8 bytes of header per queued datagram, see
+//!   `header`).
+//!
+//! Addresses: a connected socket (one with a peer name) uses `send()` and ignores the
+//! address, as asyncio does. Otherwise the common address forms are converted natively: an
+//! exact `(str, int)` tuple (plus flow info and scope id for IPv6) whose host `inet_pton`
+//! accepts for the socket's family. Anything else (host names, `''`, `'<broadcast>'`, Unix
+//! paths, bad input) is handed to the Python socket's own `sendto`, so errors are exactly the
+//! socket module's: an `OSError` (a `gaierror` for a wrong address family, `EMSGSIZE` for an
+//! oversized datagram) goes to `error_received`, anything else (a `TypeError` for a malformed
+//! address) is fatal to the transport, as in asyncio. Sockets of other families than
+//! `AF_INET`, `AF_INET6` and `AF_UNIX` are read through the socket's `recvfrom` too.
+//!
+//! Errors, logging and the protocol's `connection_lost` are in Python (`_fatal_error`,
+//! `_call_connection_lost`); the core calls them.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+
+use pyo3::exceptions::{
+    PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PySystemExit,
+    PyTypeError, PyValueError,
+};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyInt, PyMemoryView, PyString, PyTuple};
+
+use crate::event_loop::LoopCore;
+use crate::gil_cell::GilCell;
+use crate::watchers::{os_error, Direction};
+
+/// asyncio's `_SelectorTransport.max_size`: the most one `recvfrom` takes.
+const MAX_READ: usize = 256 * 1024;
+/// asyncio's default high-water mark (`_FlowControlMixin`).
+const DEFAULT_HIGH: usize = 64 * 1024;
+/// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+
+// POSIX, declared here because the `libc` crate leaves them out.
+unsafe extern "C" {
+    fn inet_pton(af: libc::c_int, src: *const libc::c_char, dst: *mut libc::c_void) -> libc::c_int;
+    fn inet_ntop(
+        af: libc::c_int,
+        src: *const libc::c_void,
+        dst: *mut libc::c_char,
+        size: libc::socklen_t,
+    ) -> *const libc::c_char;
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(MAX_READ));
+}
+
+/// A socket address in the form the kernel takes and gives.
+#[derive(Clone, Copy)]
+struct SockAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl SockAddr {
+    fn zeroed() -> Self {
+        Self {
+            // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+            storage: unsafe { std::mem::zeroed() },
+            len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        }
+    }
+}
+
+/// Where a datagram goes.
+enum Dest {
+    /// A connected socket: `send()`, the address is ignored (asyncio's `peername` check).
+    Connected,
+    /// A destination converted natively: `sendto()` with it.
+    Native(SockAddr),
+    /// Anything else: the Python socket's `sendto(data, addr)` decides (and raises).
+    Python(Py<PyAny>),
+}
+
+/// A datagram the kernel refused for now.
+struct Outgoing {
+    /// `bytes(data)`: an exact `bytes` by reference, anything else copied.
+    data: Py<PyBytes>,
+    dest: Dest,
+}
+
+/// What one send attempt came to.
+enum Sent {
+    Done,
+    WouldBlock,
+    /// An `OSError`: reported to `protocol.error_received`.
+    Failed(PyErr),
+    /// Anything else: fatal to the transport (`_fatal_error`).
+    Fatal(PyErr),
+}
+
+#[derive(Default)]
+struct DState {
+    loop_: Option<Py<LoopCore>>,
+    /// The Python `DatagramTransport` this core belongs to (what protocols see).
+    transport: Option<Py<PyAny>>,
+    /// The Python socket, for the address forms and families handled by the socket module.
+    sock: Option<Py<PyAny>>,
+    protocol: Option<Py<PyAny>>,
+    /// `protocol.datagram_received`, looked up once per protocol.
+    on_datagram: Option<Py<PyAny>>,
+    /// Our own bound `_read_ready` / `_sendto_ready`, the watchers' callbacks.
+    read_cb: Option<Py<PyAny>>,
+    write_cb: Option<Py<PyAny>>,
+    /// asyncio's `_address`: the remote address of `create_datagram_endpoint(remote_addr=)`,
+    /// or `None` (kept only when truthy, as asyncio tests it).
+    address: Option<Py<PyAny>>,
+    /// -1 once the socket is closed.
+    fd: i32,
+    family: i32,
+    /// The family is one whose addresses this module converts (INET, INET6, UNIX).
+    native: bool,
+    /// The socket had a peer name at creation: `send()`, as asyncio does.
+    connected: bool,
+    /// Bytes counted per queued datagram on top of its length (8 from asyncio 3.13).
+    header: usize,
+    /// `sendto(b'')` sends an empty datagram (asyncio 3.13+); before, it does nothing.
+    send_empty: bool,
+    closing: bool,
+    paused: bool,
+    conn_lost: u32,
+    protocol_connected: bool,
+    protocol_paused: bool,
+    writer_registered: bool,
+    high: usize,
+    low: usize,
+    /// asyncio's `_buffer_size`.
+    size: usize,
+    queue: VecDeque<Outgoing>,
+}
+
+#[pyclass(frozen, module = "ferroloop._native")]
+pub struct DatagramCore {
+    st: GilCell<DState>,
+}
+
+fn propagates(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn would_block(errno: i32) -> bool {
+    errno == libc::EAGAIN || errno == libc::EWOULDBLOCK
+}
+
+/// The bytes of `data` (a bytes-like object) for one system call: an exact `bytes` as it
+/// is, anything else exported with `PyObject_GetBuffer` (C-contiguous, or the export fails).
+enum DataRef<'py> {
+    Bytes(Bound<'py, PyBytes>),
+    View(BufferView),
+}
+
+/// An exported buffer, released on drop. Nothing runs Python code while it is held, so the
+/// exporter (a `bytearray`) cannot be resized under us.
+struct BufferView(ffi::Py_buffer);
+
+impl Drop for BufferView {
+    fn drop(&mut self) {
+        // SAFETY: the view was filled by a successful PyObject_GetBuffer and is released
+        // exactly once, here, with the GIL held (it never leaves a GIL-holding scope).
+        unsafe { ffi::PyBuffer_Release(&mut self.0) }
+    }
+}
+
+impl<'py> DataRef<'py> {
+    fn new(data: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(b) = data.cast_exact::<PyBytes>() {
+            return Ok(DataRef::Bytes(b.clone()));
+        }
+        let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
+        // SAFETY: on success PyObject_GetBuffer fills `view`, which BufferView releases.
+        unsafe {
+            if ffi::PyObject_GetBuffer(data.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_SIMPLE) != 0 {
+                return Err(PyErr::fetch(data.py()));
+            }
+            Ok(DataRef::View(BufferView(view.assume_init())))
+        }
+    }
+
+    fn raw(&self) -> (*const u8, usize) {
+        match self {
+            DataRef::Bytes(b) => {
+                let s = b.as_bytes();
+                (s.as_ptr(), s.len())
+            }
+            DataRef::View(v) => (v.0.buf as *const u8, v.0.len as usize),
+        }
+    }
+}
+
+/// An exact Python `int` in `0..=max`, or `None`.
+fn small_uint(obj: &Bound<'_, PyAny>, max: u64) -> Option<u64> {
+    let v = obj.cast_exact::<PyInt>().ok()?.extract::<u64>().ok()?;
+    (v <= max).then_some(v)
+}
+
+/// `addr` as a kernel address for a socket of `family`, when it is an exact tuple of an IP
+/// literal (of that family, without a zone id) and exact ints in range; `None` otherwise
+/// (the socket module then converts it, resolving names and raising its own errors).
+fn parse_ip_address(family: i32, addr: &Bound<'_, PyAny>) -> Option<SockAddr> {
+    let t = addr.cast_exact::<PyTuple>().ok()?;
+    let n = t.len();
+    let ok_len = match family {
+        libc::AF_INET => n == 2,
+        libc::AF_INET6 => (2..=4).contains(&n),
+        _ => false,
+    };
+    if !ok_len {
+        return None;
+    }
+    let host_obj = t.get_item(0).ok()?;
+    let host = host_obj.cast_exact::<PyString>().ok()?.to_str().ok()?;
+    if host.is_empty() || host.contains('%') {
+        return None;
+    }
+    let host = std::ffi::CString::new(host).ok()?;
+    let port = small_uint(&t.get_item(1).ok()?, 0xffff)? as u16;
+    let mut sa = SockAddr::zeroed();
+    if family == libc::AF_INET {
+        // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
+        let sin = unsafe { &mut *(&mut sa.storage as *mut _ as *mut libc::sockaddr_in) };
+        // SAFETY: `host` is NUL-terminated; inet_pton writes 4 bytes into sin_addr.
+        let ok = unsafe {
+            inet_pton(
+                libc::AF_INET,
+                host.as_ptr(),
+                (&mut sin.sin_addr as *mut libc::in_addr).cast(),
+            )
+        };
+        if ok != 1 {
+            return None;
+        }
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_port = port.to_be();
+        sa.len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    } else {
+        let flowinfo = match t.get_item(2) {
+            Ok(f) => small_uint(&f, 0xfffff)? as u32,
+            Err(_) => 0,
+        };
+        let scope_id = match t.get_item(3) {
+            Ok(s) => small_uint(&s, u64::from(u32::MAX))? as u32,
+            Err(_) => 0,
+        };
+        // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in6.
+        let sin6 = unsafe { &mut *(&mut sa.storage as *mut _ as *mut libc::sockaddr_in6) };
+        // SAFETY: `host` is NUL-terminated; inet_pton writes 16 bytes into sin6_addr.
+        let ok = unsafe {
+            inet_pton(
+                libc::AF_INET6,
+                host.as_ptr(),
+                (&mut sin6.sin6_addr as *mut libc::in6_addr).cast(),
+            )
+        };
+        if ok != 1 {
+            return None;
+        }
+        sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sin6.sin6_port = port.to_be();
+        sin6.sin6_flowinfo = flowinfo.to_be();
+        sin6.sin6_scope_id = scope_id;
+        sa.len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    }
+    Some(sa)
+}
+
+/// `inet_ntop` of the address at `src`.
+fn ntop(py: Python<'_>, family: i32, src: *const libc::c_void) -> PyResult<Bound<'_, PyString>> {
+    let mut buf = [0 as libc::c_char; 64];
+    // SAFETY: `src` points at an in_addr/in6_addr matching `family`; `buf` has room for the
+    // longest text form (INET6_ADDRSTRLEN = 46) and inet_ntop NUL-terminates it.
+    let p = unsafe { inet_ntop(family, src, buf.as_mut_ptr(), buf.len() as _) };
+    if p.is_null() {
+        return Err(os_error(py, std::io::Error::last_os_error()));
+    }
+    // SAFETY: inet_ntop wrote a NUL-terminated string into `buf`.
+    let text = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Ok(PyString::new(py, &text.to_string_lossy()))
+}
+
+/// A received address as the socket module returns it (`makesockaddr`): `(host, port)` for
+/// IPv4, `(host, port, flowinfo, scope_id)` for IPv6, a `str` path (or `bytes` for the
+/// abstract namespace) for Unix sockets, `None` for an unnamed sender.
+fn sockaddr_to_py<'py>(py: Python<'py>, sa: &SockAddr) -> PyResult<Bound<'py, PyAny>> {
+    if sa.len == 0 {
+        return Ok(py.None().into_bound(py));
+    }
+    match i32::from(sa.storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel filled a sockaddr_in (ss_family says so).
+            let sin = unsafe { &*(&sa.storage as *const _ as *const libc::sockaddr_in) };
+            let host = ntop(
+                py,
+                libc::AF_INET,
+                (&sin.sin_addr as *const libc::in_addr).cast(),
+            )?;
+            let port = u16::from_be(sin.sin_port).into_pyobject(py)?;
+            Ok(PyTuple::new(py, [host.into_any(), port.into_any()])?.into_any())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel filled a sockaddr_in6 (ss_family says so).
+            let sin6 = unsafe { &*(&sa.storage as *const _ as *const libc::sockaddr_in6) };
+            let host = ntop(
+                py,
+                libc::AF_INET6,
+                (&sin6.sin6_addr as *const libc::in6_addr).cast(),
+            )?;
+            Ok(PyTuple::new(
+                py,
+                [
+                    host.into_any(),
+                    u16::from_be(sin6.sin6_port).into_pyobject(py)?.into_any(),
+                    u32::from_be(sin6.sin6_flowinfo)
+                        .into_pyobject(py)?
+                        .into_any(),
+                    sin6.sin6_scope_id.into_pyobject(py)?.into_any(),
+                ],
+            )?
+            .into_any())
+        }
+        libc::AF_UNIX => {
+            // SAFETY: the kernel filled a sockaddr_un (ss_family says so).
+            let sun = unsafe { &*(&sa.storage as *const _ as *const libc::sockaddr_un) };
+            let offset = std::mem::size_of::<libc::sa_family_t>();
+            let n = (sa.len as usize)
+                .saturating_sub(offset)
+                .min(sun.sun_path.len());
+            // SAFETY: sun_path has at least `n` initialised bytes (the kernel wrote them, the
+            // rest was zeroed before the call).
+            let path = unsafe { std::slice::from_raw_parts(sun.sun_path.as_ptr().cast::<u8>(), n) };
+            if n > 0 && path[0] == 0 {
+                return Ok(PyBytes::new(py, path).into_any()); // Linux abstract namespace
+            }
+            let end = path.iter().position(|&b| b == 0).unwrap_or(n);
+            // SAFETY: decodes `end` bytes of `path` (file system encoding, surrogateescape);
+            // returns a new reference or NULL with an exception set.
+            unsafe {
+                let s = ffi::PyUnicode_DecodeFSDefaultAndSize(
+                    path.as_ptr().cast(),
+                    end as ffi::Py_ssize_t,
+                );
+                Bound::from_owned_ptr_or_err(py, s)
+            }
+        }
+        family => {
+            // As the socket module shows an address of a family it does not know.
+            let data = &sa.storage as *const _ as *const u8;
+            // SAFETY: sockaddr_storage is 128 readable bytes; sa_data starts after the family.
+            let raw = unsafe { std::slice::from_raw_parts(data.add(2), 14) };
+            Ok(PyTuple::new(
+                py,
+                [
+                    family.into_pyobject(py)?.into_any(),
+                    PyBytes::new(py, raw).into_any(),
+                ],
+            )?
+            .into_any())
+        }
+    }
+}
+
+/// A datagram and its sender, as `datagram_received` gets them.
+type Received<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
+
+/// One `recvfrom` into the thread's scratch buffer: the datagram and its sender, or `errno`.
+fn recvfrom_once(py: Python<'_>, fd: i32) -> Result<PyResult<Received<'_>>, i32> {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        buf.clear();
+        let spare = buf.spare_capacity_mut();
+        let mut sa = SockAddr::zeroed();
+        // SAFETY: `spare` has room for MAX_READ bytes and recvfrom writes at most that; `sa`
+        // has room for any address and `len` says how much.
+        let r = unsafe {
+            libc::recvfrom(
+                fd,
+                spare.as_mut_ptr().cast(),
+                MAX_READ,
+                0,
+                (&mut sa.storage as *mut libc::sockaddr_storage).cast(),
+                &mut sa.len,
+            )
+        };
+        if r < 0 {
+            return Err(last_errno());
+        }
+        // SAFETY: recvfrom initialised the first `r` bytes.
+        let data = unsafe { std::slice::from_raw_parts(spare.as_ptr().cast::<u8>(), r as usize) };
+        let data = PyBytes::new(py, data).into_any();
+        Ok(sockaddr_to_py(py, &sa).map(|addr| (data, addr)))
+    })
+}
+
+/// One `send`/`sendto` system call; `Err(errno)` on failure.
+fn send_raw(fd: i32, data: &DataRef<'_>, to: Option<&SockAddr>) -> Result<(), i32> {
+    let (ptr, len) = data.raw();
+    // SAFETY: `ptr`/`len` describe bytes kept alive (and unchanged) by `data` for the call;
+    // `to` is a complete address of `to.len` bytes.
+    let r = unsafe {
+        match to {
+            None => libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL),
+            Some(sa) => libc::sendto(
+                fd,
+                ptr.cast(),
+                len,
+                libc::MSG_NOSIGNAL,
+                (&sa.storage as *const libc::sockaddr_storage).cast(),
+                sa.len,
+            ),
+        }
+    };
+    if r < 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sorts an exception raised by the socket module's `send`/`sendto`/`recvfrom` as asyncio's
+/// handlers do; `Err` for KeyboardInterrupt/SystemExit, which propagate.
+fn classify(py: Python<'_>, err: PyErr) -> PyResult<Sent> {
+    if err.is_instance_of::<PyBlockingIOError>(py) || err.is_instance_of::<PyInterruptedError>(py) {
+        Ok(Sent::WouldBlock)
+    } else if err.is_instance_of::<PyOSError>(py) {
+        Ok(Sent::Failed(err))
+    } else if propagates(py, &err) {
+        Err(err)
+    } else {
+        Ok(Sent::Fatal(err))
+    }
+}
+
+impl DatagramCore {
+    fn loop_core<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
+        self.st
+            .borrow_mut(py)
+            .loop_
+            .as_ref()
+            .map(|l| l.clone_ref(py).into_bound(py))
+    }
+
+    fn transport<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.st
+            .borrow_mut(py)
+            .transport
+            .as_ref()
+            .map(|t| t.clone_ref(py).into_bound(py))
+    }
+
+    /// `transport._fatal_error(exc, message)` (Python: logging, exception handler, then
+    /// `_force_close`). After `connection_lost` there is no transport to report to: the
+    /// error goes to the caller (asyncio raises an `AttributeError` there too, from its
+    /// `_fatal_error`, whose loop is gone).
+    fn fatal(&self, py: Python<'_>, err: PyErr, message: &str) -> PyResult<()> {
+        if propagates(py, &err) {
+            return Err(err);
+        }
+        match self.transport(py) {
+            Some(tr) => tr
+                .call_method1(pyo3::intern!(py, "_fatal_error"), (err.value(py), message))
+                .map(|_| ()),
+            None => Err(err),
+        }
+    }
+
+    /// `protocol.error_received(exc)`; what it raises propagates, as in asyncio.
+    fn error_received(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
+        let protocol = self
+            .st
+            .borrow_mut(py)
+            .protocol
+            .as_ref()
+            .map(|p| p.clone_ref(py));
+        match protocol {
+            Some(p) => p
+                .bind(py)
+                .call_method1(pyo3::intern!(py, "error_received"), (err.value(py),))
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    fn set_watch(&self, py: Python<'_>, dir: Direction, on: bool) -> PyResult<()> {
+        let Some(lp) = self.loop_core(py) else {
+            return Ok(());
+        };
+        let (fd, cb) = {
+            let st = self.st.borrow_mut(py);
+            let cb = match dir {
+                Direction::Read => st.read_cb.as_ref(),
+                Direction::Write => st.write_cb.as_ref(),
+            };
+            (st.fd, cb.map(|c| c.clone_ref(py)))
+        };
+        if fd < 0 || lp.get().closed.load(Relaxed) {
+            return Ok(());
+        }
+        if on {
+            let Some(cb) = cb else { return Ok(()) };
+            let handle = LoopCore::new_io_handle(&lp, cb.bind(py))?;
+            let fdobj = fd.into_pyobject(py)?.into_any();
+            lp.get().add_watcher(py, &fdobj, dir, &handle)
+        } else {
+            lp.get().remove_watcher_fd(py, fd, dir, None).map(|_| ())
+        }
+    }
+
+    /// One attempt to send `data` (a bytes-like object) to `dest`.
+    fn send_one(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+        data: &Bound<'_, PyAny>,
+        dest: &Dest,
+    ) -> PyResult<Sent> {
+        let to = match dest {
+            Dest::Connected => None,
+            Dest::Native(sa) => Some(sa),
+            Dest::Python(addr) => {
+                // The socket module converts the address (and raises what it raises).
+                let sock = self
+                    .st
+                    .borrow_mut(py)
+                    .sock
+                    .as_ref()
+                    .map(|s| s.clone_ref(py).into_any())
+                    .unwrap_or_else(|| py.None());
+                return match sock
+                    .bind(py)
+                    .call_method1(pyo3::intern!(py, "sendto"), (data, addr.bind(py)))
+                {
+                    Ok(_) => Ok(Sent::Done),
+                    Err(e) => classify(py, e),
+                };
+            }
+        };
+        if fd < 0 {
+            // After connection_lost the socket is gone: asyncio then calls `None.send` (or
+            // `None.sendto`) and reports the AttributeError as fatal; so does this.
+            let name = if to.is_none() { "send" } else { "sendto" };
+            return match py.None().bind(py).getattr(name) {
+                Ok(_) => Ok(Sent::Done),
+                Err(e) => classify(py, e),
+            };
+        }
+        loop {
+            let result = {
+                let buf = match DataRef::new(data) {
+                    Ok(b) => b,
+                    Err(e) => return classify(py, e), // e.g. a non-contiguous memoryview
+                };
+                send_raw(fd, &buf, to)
+            };
+            match result {
+                Ok(()) => return Ok(Sent::Done),
+                Err(e) if would_block(e) => return Ok(Sent::WouldBlock),
+                Err(libc::EINTR) => {
+                    // PEP 475: run the signal handlers (no export held), then retry.
+                    if let Err(e) = py.check_signals() {
+                        return classify(py, e);
+                    }
+                }
+                Err(e) => {
+                    return Ok(Sent::Failed(os_error(
+                        py,
+                        std::io::Error::from_raw_os_error(e),
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Where a datagram for `addr` goes (`addr` already checked against `_address`).
+    fn dest_for(&self, py: Python<'_>, addr: Option<&Bound<'_, PyAny>>) -> Dest {
+        let (connected, family) = {
+            let st = self.st.borrow_mut(py);
+            (st.connected, st.family)
+        };
+        if connected {
+            return Dest::Connected;
+        }
+        match addr {
+            Some(a) => match parse_ip_address(family, a) {
+                Some(sa) => Dest::Native(sa),
+                None => Dest::Python(a.clone().unbind()),
+            },
+            None => Dest::Python(py.None()),
+        }
+    }
+
+    fn maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
+        {
+            let mut st = self.st.borrow_mut(py);
+            if st.size <= st.high || st.protocol_paused {
+                return Ok(());
+            }
+            st.protocol_paused = true;
+        }
+        self.call_flow_control(py, "pause_writing")
+    }
+
+    fn maybe_resume_protocol(&self, py: Python<'_>) -> PyResult<()> {
+        {
+            let mut st = self.st.borrow_mut(py);
+            if !st.protocol_paused || st.size > st.low {
+                return Ok(());
+            }
+            st.protocol_paused = false;
+        }
+        self.call_flow_control(py, "resume_writing")
+    }
+
+    /// `protocol.pause_writing()` / `resume_writing()`; a failure goes to the exception
+    /// handler (Python: `transport._flow_control_failed`).
+    fn call_flow_control(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let protocol = self
+            .st
+            .borrow_mut(py)
+            .protocol
+            .as_ref()
+            .map(|p| p.clone_ref(py));
+        let Some(protocol) = protocol else {
+            return Ok(());
+        };
+        if let Err(err) = protocol.bind(py).call_method0(name) {
+            if propagates(py, &err) {
+                return Err(err);
+            }
+            if let Some(tr) = self.transport(py) {
+                tr.call_method1(
+                    pyo3::intern!(py, "_flow_control_failed"),
+                    (name, err.value(py)),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn schedule_connection_lost(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let (Some(lp), Some(tr)) = (self.loop_core(py), self.transport(py)) else {
+            return Ok(());
+        };
+        let cb = tr.getattr(pyo3::intern!(py, "_call_connection_lost"))?;
+        LoopCore::call_soon_native(&lp, &cb, &PyTuple::new(py, [exc])?)
+    }
+
+    /// The datagram and its sender through the Python socket's `recvfrom` (families this
+    /// module does not convert).
+    fn read_via_socket(&self, py: Python<'_>) -> PyResult<()> {
+        let sock = self
+            .st
+            .borrow_mut(py)
+            .sock
+            .as_ref()
+            .map(|s| s.clone_ref(py));
+        let Some(sock) = sock else { return Ok(()) };
+        let got = sock
+            .bind(py)
+            .call_method1(pyo3::intern!(py, "recvfrom"), (MAX_READ,))
+            .and_then(|pair| {
+                let (data, addr): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair.extract()?;
+                Ok((data, addr))
+            });
+        match got {
+            Ok((data, addr)) => self.deliver(py, data, addr),
+            Err(e) => match classify(py, e)? {
+                Sent::Done | Sent::WouldBlock => Ok(()),
+                Sent::Failed(e) => self.error_received(py, e),
+                Sent::Fatal(e) => self.fatal(py, e, "Fatal read error on datagram transport"),
+            },
+        }
+    }
+
+    /// `protocol.datagram_received(data, addr)`; what it raises propagates, as in asyncio.
+    fn deliver(
+        &self,
+        py: Python<'_>,
+        data: Bound<'_, PyAny>,
+        addr: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let (cb, protocol) = {
+            let st = self.st.borrow_mut(py);
+            (
+                st.on_datagram.as_ref().map(|c| c.clone_ref(py)),
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+            )
+        };
+        match (cb, protocol) {
+            (Some(cb), _) => cb.bind(py).call1((data, addr)).map(|_| ()),
+            (None, Some(p)) => p
+                .bind(py)
+                .call_method1(pyo3::intern!(py, "datagram_received"), (data, addr))
+                .map(|_| ()),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+#[pymethods]
+impl DatagramCore {
+    /// `connected`: the socket has a peer name (send() it is); `address`: asyncio's
+    /// `_address` if truthy, else None; `header`: bytes counted per queued datagram besides
+    /// its length; `send_empty`: whether `sendto(b'')` sends.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        loop_: Bound<'_, LoopCore>,
+        transport: Bound<'_, PyAny>,
+        sock: Bound<'_, PyAny>,
+        fd: i32,
+        family: i32,
+        connected: bool,
+        address: Option<Bound<'_, PyAny>>,
+        header: usize,
+        send_empty: bool,
+    ) -> Self {
+        Self {
+            st: GilCell::new(DState {
+                loop_: Some(loop_.unbind()),
+                transport: Some(transport.unbind()),
+                sock: Some(sock.unbind()),
+                address: address.map(Bound::unbind),
+                fd,
+                family,
+                native: matches!(family, libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX),
+                connected,
+                header,
+                send_empty,
+                high: DEFAULT_HIGH,
+                low: DEFAULT_HIGH / 4,
+                ..DState::default()
+            }),
+        }
+    }
+
+    /// Binds the watcher callbacks (once the core object exists).
+    fn _bind_callbacks(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let read = slf.getattr(pyo3::intern!(py, "_read_ready"))?.unbind();
+        let write = slf.getattr(pyo3::intern!(py, "_sendto_ready"))?.unbind();
+        let mut st = slf.get().st.borrow_mut(py);
+        st.read_cb = Some(read);
+        st.write_cb = Some(write);
+        Ok(())
+    }
+
+    fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) {
+        // Looked up once; a protocol without it fails when a datagram arrives, as in asyncio.
+        let on_datagram = protocol
+            .getattr(pyo3::intern!(py, "datagram_received"))
+            .ok()
+            .map(Bound::unbind);
+        let (old_protocol, old_cb) = {
+            let mut st = self.st.borrow_mut(py);
+            st.protocol_connected = true;
+            (
+                st.protocol.replace(protocol.unbind()),
+                std::mem::replace(&mut st.on_datagram, on_datagram),
+            )
+        };
+        drop((old_protocol, old_cb));
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
+        self.st
+            .borrow_mut(py)
+            .protocol
+            .as_ref()
+            .map(|p| p.clone_ref(py))
+            .unwrap_or_else(|| py.None())
+    }
+
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.st.borrow_mut(py).closing
+    }
+
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        let st = self.st.borrow_mut(py);
+        !st.closing && !st.paused
+    }
+
+    /// The reader asyncio adds after `connection_made` (only if still reading).
+    fn _start_reading(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.is_reading(py) {
+            return Ok(());
+        }
+        self.set_watch(py, Direction::Read, true)
+    }
+
+    /// Whether reading stopped (false if it was not reading).
+    fn pause_reading(&self, py: Python<'_>) -> PyResult<bool> {
+        {
+            let mut st = self.st.borrow_mut(py);
+            if st.closing || st.paused {
+                return Ok(false);
+            }
+            st.paused = true;
+        }
+        self.set_watch(py, Direction::Read, false)?;
+        Ok(true)
+    }
+
+    /// Whether reading resumed (false if it was not paused or is closing).
+    fn resume_reading(&self, py: Python<'_>) -> PyResult<bool> {
+        {
+            let mut st = self.st.borrow_mut(py);
+            if st.closing || !st.paused {
+                return Ok(false);
+            }
+            st.paused = false;
+        }
+        self.set_watch(py, Direction::Read, true)?;
+        Ok(true)
+    }
+
+    /// The readability watcher's callback: one datagram.
+    fn _read_ready(&self, py: Python<'_>) -> PyResult<()> {
+        let (fd, native) = {
+            let st = self.st.borrow_mut(py);
+            if st.conn_lost > 0 || st.fd < 0 {
+                return Ok(());
+            }
+            (st.fd, st.native)
+        };
+        if !native {
+            return self.read_via_socket(py);
+        }
+        loop {
+            match recvfrom_once(py, fd) {
+                Ok(Ok((data, addr))) => return self.deliver(py, data, addr),
+                Ok(Err(e)) => {
+                    return self.fatal(py, e, "Fatal read error on datagram transport");
+                }
+                Err(e) if would_block(e) => return Ok(()),
+                Err(libc::EINTR) => {
+                    if let Err(e) = py.check_signals() {
+                        return self.fatal(py, e, "Fatal read error on datagram transport");
+                    }
+                }
+                Err(e) => {
+                    return self
+                        .error_received(py, os_error(py, std::io::Error::from_raw_os_error(e)));
+                }
+            }
+        }
+    }
+
+    #[pyo3(signature = (data, addr=None))]
+    fn sendto(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        addr: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let exact_bytes = data.is_exact_instance_of::<PyBytes>();
+        if !(exact_bytes
+            || data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {}",
+                data.get_type().name()?.repr()?
+            )));
+        }
+        let (send_empty, address) = {
+            let st = self.st.borrow_mut(py);
+            (st.send_empty, st.address.as_ref().map(|a| a.clone_ref(py)))
+        };
+        if !send_empty && !data.is_truthy()? {
+            return Ok(());
+        }
+        let addr = match address {
+            Some(address) => {
+                let address = address.into_bound(py);
+                if let Some(a) = &addr {
+                    if !a.is(&address) && !address.eq(a)? {
+                        return Err(PyValueError::new_err(format!(
+                            "Invalid address: must be None or {}",
+                            address.str()?
+                        )));
+                    }
+                }
+                {
+                    let mut st = self.st.borrow_mut(py);
+                    if st.conn_lost > 0 {
+                        let warn = st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+                        st.conn_lost += 1;
+                        drop(st);
+                        if warn {
+                            py.import("logging")?
+                                .call_method1("getLogger", ("asyncio",))?
+                                .call_method1("warning", ("socket.send() raised exception.",))?;
+                        }
+                        return Ok(());
+                    }
+                }
+                Some(address)
+            }
+            None => addr,
+        };
+        let dest = self.dest_for(py, addr.as_ref());
+        let (queued, fd) = {
+            let st = self.st.borrow_mut(py);
+            (!st.queue.is_empty(), st.fd)
+        };
+        if !queued {
+            // Send at once, as asyncio does.
+            match self.send_one(py, fd, data, &dest)? {
+                Sent::Done => return Ok(()),
+                Sent::WouldBlock => {
+                    let newly =
+                        !std::mem::replace(&mut self.st.borrow_mut(py).writer_registered, true);
+                    if newly {
+                        self.set_watch(py, Direction::Write, true)?;
+                    }
+                }
+                Sent::Failed(e) => return self.error_received(py, e),
+                Sent::Fatal(e) => {
+                    return self.fatal(py, e, "Fatal write error on datagram transport");
+                }
+            }
+        }
+        // Queue `bytes(data)`: what is sent later cannot change.
+        let copy: Bound<'_, PyBytes> = if exact_bytes {
+            data.cast::<PyBytes>()?.clone()
+        } else {
+            py.get_type::<PyBytes>()
+                .call1((data,))?
+                .cast_into::<PyBytes>()?
+        };
+        let len = copy.as_bytes().len();
+        {
+            let mut st = self.st.borrow_mut(py);
+            st.size += len + st.header;
+            st.queue.push_back(Outgoing {
+                data: copy.unbind(),
+                dest,
+            });
+        }
+        self.maybe_pause_protocol(py)
+    }
+
+    /// The writability watcher's callback: send what is queued, datagram by datagram.
+    fn _sendto_ready(&self, py: Python<'_>) -> PyResult<()> {
+        loop {
+            let (item, fd) = {
+                let mut st = self.st.borrow_mut(py);
+                let Some(item) = st.queue.pop_front() else {
+                    break;
+                };
+                let n = item.data.bind(py).as_bytes().len() + st.header;
+                st.size = st.size.saturating_sub(n);
+                (item, st.fd)
+            };
+            let data = item.data.bind(py).clone();
+            match self.send_one(py, fd, data.as_any(), &item.dest)? {
+                Sent::Done => {}
+                Sent::WouldBlock => {
+                    let mut st = self.st.borrow_mut(py);
+                    st.size += data.as_bytes().len() + st.header;
+                    st.queue.push_front(item);
+                    break;
+                }
+                Sent::Failed(e) => {
+                    drop(item);
+                    return self.error_received(py, e);
+                }
+                Sent::Fatal(e) => {
+                    drop(item);
+                    return self.fatal(py, e, "Fatal write error on datagram transport");
+                }
+            }
+        }
+        self.maybe_resume_protocol(py)?; // may queue more
+        let (empty, had_writer, closing) = {
+            let st = self.st.borrow_mut(py);
+            (st.queue.is_empty(), st.writer_registered, st.closing)
+        };
+        if empty {
+            if had_writer {
+                self.st.borrow_mut(py).writer_registered = false;
+                self.set_watch(py, Direction::Write, false)?;
+            }
+            if closing {
+                if let Some(tr) = self.transport(py) {
+                    tr.call_method1(pyo3::intern!(py, "_call_connection_lost"), (py.None(),))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        {
+            let mut st = self.st.borrow_mut(py);
+            if st.closing {
+                return Ok(());
+            }
+            st.closing = true;
+        }
+        self.set_watch(py, Direction::Read, false)?;
+        let had_writer = {
+            let mut st = self.st.borrow_mut(py);
+            if !st.queue.is_empty() {
+                return Ok(()); // the writer finishes the close once the queue is sent
+            }
+            st.conn_lost += 1;
+            std::mem::replace(&mut st.writer_registered, false)
+        };
+        if had_writer {
+            self.set_watch(py, Direction::Write, false)?;
+        }
+        self.schedule_connection_lost(py, py.None().into_bound(py))
+    }
+
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
+        self._force_close(py, py.None().into_bound(py))
+    }
+
+    /// asyncio's `_force_close`: drop what is queued, stop watching, and schedule
+    /// `connection_lost(exc)` (once). As in asyncio, the write buffer size is left as it was.
+    fn _force_close(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let (dropped, had_writer, was_closing) = {
+            let mut st = self.st.borrow_mut(py);
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            let had = std::mem::replace(&mut st.writer_registered, false);
+            let was = std::mem::replace(&mut st.closing, true);
+            st.conn_lost += 1;
+            (std::mem::take(&mut st.queue), had, was)
+        };
+        drop(dropped);
+        if had_writer {
+            self.set_watch(py, Direction::Write, false)?;
+        }
+        if !was_closing {
+            self.set_watch(py, Direction::Read, false)?;
+        }
+        self.schedule_connection_lost(py, exc)
+    }
+
+    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
+        self.st.borrow_mut(py).size
+    }
+
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
+        let st = self.st.borrow_mut(py);
+        (st.low, st.high)
+    }
+
+    #[pyo3(signature = (high=None, low=None))]
+    fn set_write_buffer_limits(
+        &self,
+        py: Python<'_>,
+        high: Option<Bound<'_, PyAny>>,
+        low: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        // asyncio's arithmetic, on Python ints (so odd values raise what asyncio raises).
+        let high_v: Bound<'_, PyAny> = match (&high, &low) {
+            (Some(h), _) => h.clone(),
+            (None, None) => DEFAULT_HIGH.into_pyobject(py)?.into_any(),
+            (None, Some(l)) => l.call_method1(pyo3::intern!(py, "__mul__"), (4,))?,
+        };
+        let low_v: Bound<'_, PyAny> = match &low {
+            Some(l) => l.clone(),
+            None => high_v.call_method1(pyo3::intern!(py, "__floordiv__"), (4,))?,
+        };
+        let zero = 0i64.into_pyobject(py)?;
+        if !(high_v.ge(&low_v)? && low_v.ge(&zero)?) {
+            return Err(PyValueError::new_err(format!(
+                "high ({}) must be >= low ({}) must be >= 0",
+                high_v.repr()?,
+                low_v.repr()?
+            )));
+        }
+        {
+            let mut st = self.st.borrow_mut(py);
+            st.high = high_v.extract()?;
+            st.low = low_v.extract()?;
+        }
+        self.maybe_pause_protocol(py)
+    }
+
+    /// `(reading, writing)`: whether each watcher is registered (for repr).
+    fn _polling(&self, py: Python<'_>) -> (bool, bool) {
+        let st = self.st.borrow_mut(py);
+        (
+            !st.closing && !st.paused && st.conn_lost == 0,
+            st.writer_registered,
+        )
+    }
+
+    /// Whether the protocol was told to pause writing (asyncio's `_protocol_paused`).
+    fn _protocol_paused(&self, py: Python<'_>) -> bool {
+        self.st.borrow_mut(py).protocol_paused
+    }
+
+    /// Whether connection_lost is still to be called (`_protocol_connected`).
+    fn _protocol_connected(&self, py: Python<'_>) -> bool {
+        self.st.borrow_mut(py).protocol_connected
+    }
+
+    /// After `connection_lost` closed the socket: let go of everything (breaks the
+    /// transport/protocol cycle) and never touch the fd number again.
+    fn _release(&self, py: Python<'_>) {
+        let old = std::mem::take(&mut *self.st.borrow_mut(py));
+        {
+            let mut st = self.st.borrow_mut(py);
+            st.fd = -1;
+            st.family = old.family;
+            st.connected = old.connected;
+            st.header = old.header;
+            st.send_empty = old.send_empty;
+            st.address = old.address.as_ref().map(|a| a.clone_ref(py));
+            st.closing = true;
+            st.conn_lost = old.conn_lost.max(1);
+            st.high = old.high;
+            st.low = old.low;
+            st.size = old.size;
+        }
+        drop(old);
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        let Some(st) = self.st.try_borrow_unguarded() else {
+            return Ok(()); // busy: what it holds stays alive this round, which is safe
+        };
+        for obj in [
+            &st.loop_.as_ref().map(|l| l.as_any()),
+            &st.transport.as_ref(),
+            &st.sock.as_ref(),
+            &st.protocol.as_ref(),
+            &st.on_datagram.as_ref(),
+            &st.read_cb.as_ref(),
+            &st.write_cb.as_ref(),
+            &st.address.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            visit.call(*obj)?;
+        }
+        for item in &st.queue {
+            visit.call(&item.data)?;
+            if let Dest::Python(addr) = &item.dest {
+                visit.call(addr)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        // SAFETY: the collector calls tp_clear with the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        if let Some(mut st) = self.st.try_borrow_mut(py) {
+            let old = std::mem::take(&mut *st);
+            st.fd = -1;
+            st.closing = true;
+            st.conn_lost = 1;
+            drop(st);
+            drop(old);
+        }
+    }
+}
