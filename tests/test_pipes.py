@@ -412,3 +412,25 @@ def test_write_type_errors_are_raised(ferro_loop):
         run(loop, main())
     finally:
         os.close(r)
+
+
+def test_repr_of_transports_left_open_on_a_closed_loop(loop, pipe_fds):
+    # Transports the program never closed still have a repr after loop.close() (asyncio's
+    # issue #314): "open".
+    async def main():
+        rt, _ = await loop.connect_read_pipe(lambda: ReadProto(loop), owned(pipe_fds["r"], "rb"))
+        wt, _ = await loop.connect_write_pipe(lambda: WriteProto(loop),
+                                              owned(pipe_fds["w"], "wb"))
+        assert "fd=" in repr(rt) and "fd=" in repr(wt)
+        return rt, wt
+
+    rt, wt = run(loop, main())
+    loop.close()
+    try:
+        assert "open" in repr(rt)
+        assert "open" in repr(wt)
+    finally:
+        for t in (rt, wt):
+            t._pipe.close()
+            t._pipe = None  # as CPython's test does: no ResourceWarning from this test
+        pipe_fds.clear()

@@ -530,3 +530,39 @@ def test_thread_fallback_without_pidfd(ferro_loop, monkeypatch):
     assert (out, rc, rc_killed) == (b"fb\n", 2, -signal.SIGKILL)
     assert_reaped(pid1)
     assert_reaped(pid2)
+
+
+def test_stream_reader_pauses_the_stdout_pipe(loop):
+    # The intent of CPython's test_pause_reading (asyncio issue #22685): a child that writes
+    # more than the stream's limit makes the StreamReader pause its pipe transport, and
+    # reading resumes it; nothing is lost.
+    size = 1024 * 1024
+
+    async def main():
+        p = await asyncio.create_subprocess_exec(
+            "head", "-c", str(size), "/dev/zero", stdout=PIPE, limit=1024)
+        stdout_transport = p._transport.get_pipe_transport(1)
+        await asyncio.sleep(0.2)
+        paused = not stdout_transport.is_reading()
+        out = await p.stdout.read()
+        return paused, len(out), await p.wait()
+
+    assert run(loop, main()) == (True, size, 0)
+
+
+def test_close_does_not_kill_a_process_reaped_elsewhere(loop):
+    # The Popen object (extra info 'subprocess') reaped the child before the loop noticed:
+    # close() must not signal that pid any more (it may be reused).
+    async def main():
+        transport, _ = await loop.subprocess_exec(
+            asyncio.SubprocessProtocol, "sleep", "10", stdin=None, stdout=None, stderr=None)
+        proc = transport.get_extra_info("subprocess")
+        proc.kill()
+        proc.wait()
+        killed = []
+        proc.kill = lambda: killed.append(True)
+        transport.close()
+        await asyncio.sleep(0.05)
+        return proc.returncode, killed
+
+    assert run(loop, main()) == (-signal.SIGKILL, [])

@@ -89,7 +89,10 @@ class ReadPipeTransport(transports.ReadTransport):
             info.append("closing")
         info.append(f"fd={self._fileno}")
         if self._pipe is not None:
-            info.append("polling" if self._watching else "idle")
+            if self._loop is None or self._loop.is_closed():
+                info.append("open")  # the loop is gone; so is the watcher (as asyncio)
+            else:
+                info.append("polling" if self._watching else "idle")
         return "<{}>".format(" ".join(info))
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
@@ -238,8 +241,11 @@ class WritePipeTransport(transports.WriteTransport):
             info.append("closing")
         info.append(f"fd={self._fileno}")
         if self._pipe is not None:
-            info.append("polling" if self._buffer else "idle")
-            info.append(f"bufsize={len(self._buffer)}")
+            if self._loop is None or self._loop.is_closed():
+                info.append("open")
+            else:
+                info.append("polling" if self._buffer else "idle")
+                info.append(f"bufsize={len(self._buffer)}")
         return "<{}>".format(" ".join(info))
 
     def __del__(self, _warn: Any = warnings.warn) -> None:

@@ -362,8 +362,8 @@ class SubprocessTransport(transports.SubprocessTransport):
         self.send_signal(signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
-        if self._reaped or self._forgotten:
-            return  # the pid may belong to another process by now
+        if self._reaped or self._forgotten or self._proc.returncode is not None:
+            return  # reaped (here or through the Popen object): the pid may be reused
         try:
             if self._pidfd is not None:
                 signal.pidfd_send_signal(self._pidfd, sig)
@@ -380,10 +380,14 @@ class SubprocessTransport(transports.SubprocessTransport):
         for proto in self._pipes.values():
             if proto.pipe is not None:
                 proto.pipe.close()
-        if self._proc is not None and self._returncode is None and not self._reaped:
+        proc = self._proc
+        # Not if it was reaped, by us or through the Popen object (as asyncio checks).
+        if proc is not None and proc.returncode is None and not self._reaped:
             if self._loop is not None and self._loop.get_debug():
                 logger.warning("Close running child process: kill %r", self)
+            # Through the Popen object, as asyncio does (tests and programs wrap its kill).
+            # Safe from pid reuse: the returncode it checks first is set at reaping.
             try:
-                self._signal(signal.SIGKILL)
-            except PermissionError:
-                pass  # a setuid child
+                proc.kill()
+            except (ProcessLookupError, PermissionError):
+                pass  # gone already, or a setuid child
