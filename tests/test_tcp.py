@@ -85,6 +85,34 @@ def test_echo_through_protocols(loop, family):
     run(loop, main())
 
 
+def test_write_outside_the_running_loop_is_sent(loop):
+    # A write made while the loop is not running is sent even if the loop then only waits on
+    # a future (no callback is ready): ferroloop, which sends a running loop's writes after
+    # each batch of callbacks, sends these at once, as asyncio's write() does.
+    class Waiter(asyncio.Protocol):
+        def __init__(self):
+            self.answer = loop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            if not self.answer.done():
+                self.answer.set_result(data)
+
+    server, addr = run(loop, start_echo(loop))
+    transport, proto = run(loop, loop.create_connection(Waiter, *addr[:2]))
+    transport.write(b"ping")
+    # Wait on the bare future (wait_for would add a task, whose step ends a batch).
+    guard = loop.call_later(5, lambda: proto.answer.done() or proto.answer.set_exception(
+        TimeoutError("the write made outside the loop was not sent")))
+    assert loop.run_until_complete(proto.answer) == b"ping"
+    guard.cancel()
+    transport.close()
+    server.close()
+    run(loop, server.wait_closed())
+
+
 def test_host_name_is_resolved(loop):
     calls = []
 

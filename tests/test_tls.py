@@ -210,6 +210,27 @@ def test_server_closes_first(loop, sctx, cctx):
     run(loop, main())
 
 
+def test_close_from_outside_the_running_loop(loop, sctx, cctx):
+    # As CPython's test_events test_create_server_ssl: the server's TLS transport is closed
+    # while the loop is not running, then the loop only waits for connection_lost. The
+    # close_notify written then must go out without a callback to end a batch first.
+    server, port = run(loop, tls_echo_server(sctx))
+    transport, proto = run(loop, loop.create_connection(
+        Events, HOST, port, ssl=cctx, server_hostname=NAME))
+    transport.write(b"x")
+    run(loop, proto.read_until(1))
+    sproto = server.protocols[0]
+    sproto.transport.close()
+    # Wait on the bare future (wait_for would add a task, whose step ends a batch).
+    guard = loop.call_later(5, lambda: sproto.lost.done() or sproto.lost.set_exception(
+        TimeoutError("close_notify written outside the loop was not sent")))
+    assert loop.run_until_complete(sproto.lost) is None
+    guard.cancel()
+    assert run(loop, proto.lost_once()) is None
+    server.close()
+    run(loop, server.wait_closed())
+
+
 def test_streams_and_large_transfer_with_flow_control(loop, sctx, cctx):
     # 4 MiB each way through asyncio streams: the TLS transport pauses and resumes the
     # socket transport (and the other way round) many times.

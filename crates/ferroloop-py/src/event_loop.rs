@@ -70,7 +70,7 @@ pub struct LoopCore {
     pub(crate) poller: Poller,
     stopping: AtomicBool,
     pub(crate) closed: AtomicBool,
-    running: AtomicBool,
+    pub(crate) running: AtomicBool,
     debug: AtomicBool,
     /// `loop.time` was replaced (an instance attribute or a subclass): call it instead of
     /// reading the clock.

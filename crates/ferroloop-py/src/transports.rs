@@ -245,20 +245,25 @@ impl TransportCore {
         }
     }
 
-    /// Asks the loop to flush this transport after the current batch.
-    fn schedule_flush(slf: &Bound<'_, Self>) {
+    /// Asks the loop to flush this transport after the current batch. Outside a running
+    /// loop no batch ends before the next poll (which could wait forever for an answer to
+    /// these very bytes), so it sends now, as asyncio's `write()` does.
+    fn schedule_flush(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let lp = {
-            let mut st = slf.get().st.borrow_mut(py);
+            let st = slf.get().st.borrow_mut(py);
             if st.flush_scheduled || st.writer_registered {
-                return;
+                return Ok(());
             }
-            st.flush_scheduled = true;
             st.loop_.as_ref().map(|l| l.clone_ref(py))
         };
-        if let Some(lp) = lp {
-            lp.get().push_flush(py, slf.clone().unbind());
+        let Some(lp) = lp else { return Ok(()) };
+        if !lp.get().is_running_flag() {
+            return Self::flush_now(slf, false);
         }
+        slf.get().st.borrow_mut(py).flush_scheduled = true;
+        lp.get().push_flush(py, slf.clone().unbind());
+        Ok(())
     }
 
     /// One `sendmsg` of what is queued, then asyncio's bookkeeping: wait for writability if
@@ -608,6 +613,10 @@ impl LoopCore {
     fn is_closed_flag(&self) -> bool {
         self.closed.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    fn is_running_flag(&self) -> bool {
+        self.running.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[pymethods]
@@ -800,7 +809,7 @@ impl TransportCore {
             // Flow control must see what the kernel refuses: send now.
             Self::flush_now(slf, false)?;
         } else if !waiting {
-            Self::schedule_flush(slf);
+            Self::schedule_flush(slf)?;
         }
         this.maybe_pause_protocol(py)
     }
