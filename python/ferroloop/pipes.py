@@ -269,7 +269,7 @@ class WritePipeTransport(transports.WriteTransport):
     # -- writing -----------------------------------------------------------------------------
 
     def write(self, data: Any) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if data.__class__ is not bytes and not isinstance(data, (bytearray, memoryview)):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
             )
@@ -280,23 +280,29 @@ class WritePipeTransport(transports.WriteTransport):
                 logger.warning("pipe closed by peer or os.write(pipe, data) raised exception.")
             self._conn_lost += 1
             return
-        if not self._buffer:
-            # Nothing queued: try the pipe at once.
-            try:
-                n = os.write(self._fileno, data)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:  # noqa: BLE001 - any failure ends the transport
-                self._conn_lost += 1
-                self._fatal_error(exc, "Fatal write error on pipe transport")
-                return
-            if n == (data.nbytes if isinstance(data, memoryview) else len(data)):
-                return
-            data = memoryview(data).cast("B")[n:]
-            self._loop._add_writer(self._fileno, self._write_ready)
-        self._buffer += data  # a copy: later changes to the caller's buffer are not sent
+        buffer = self._buffer
+        if buffer:
+            # Already waiting for the pipe: queue behind (a copy, so later changes to the
+            # caller's buffer are not sent).
+            buffer += data
+            if len(buffer) > self._high_water and not self._protocol_paused:
+                self._maybe_pause_protocol()
+            return
+        # Nothing queued: try the pipe at once.
+        try:
+            n = os.write(self._fileno, data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any failure ends the transport
+            self._conn_lost += 1
+            self._fatal_error(exc, "Fatal write error on pipe transport")
+            return
+        if n == (data.nbytes if isinstance(data, memoryview) else len(data)):
+            return
+        buffer += memoryview(data).cast("B")[n:]
+        self._loop._add_writer(self._fileno, self._write_ready)
         self._maybe_pause_protocol()
 
     def _write_ready(self) -> None:
