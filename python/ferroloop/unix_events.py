@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import logging
 import os
 import signal
@@ -150,7 +151,8 @@ class UnixMethods:
         ValueError for an invalid signal number, RuntimeError for one that cannot be caught
         (SIGKILL, SIGSTOP) or outside the main thread.
         """
-        if asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback):
+        # (inspect's check: asyncio.iscoroutinefunction is deprecated from 3.14)
+        if asyncio.iscoroutine(callback) or inspect.iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
         self._check_closed()
