@@ -569,3 +569,43 @@ def test_close_does_not_kill_a_process_reaped_elsewhere(loop):
     returncode, killed = run(loop, main())
     assert returncode is not None
     assert killed == []
+
+
+@pytest.mark.parametrize("use_pidfd", [True, False], ids=["pidfd", "thread"])
+def test_failure_after_popen_kills_and_reaps_the_child(ferro_loop, monkeypatch, use_pidfd):
+    # ferroloop-only (its own setup steps): if making the pipe transports fails after the
+    # child started, the child is killed and reaped and the error propagates.
+    from ferroloop import pipes, subprocesses
+
+    monkeypatch.setattr(subprocesses, "USE_PIDFD", use_pidfd)
+    started = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        started.append(proc.pid)
+        return proc
+
+    def broken(self, *args, **kwargs):
+        raise OSError("pipe setup failed")
+
+    monkeypatch.setattr(subprocesses.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(pipes.ReadPipeTransport, "__init__", broken)
+    loop = ferro_loop
+
+    async def main():
+        with pytest.raises(OSError, match="pipe setup failed"):
+            await asyncio.create_subprocess_exec("sleep", "10", stdout=PIPE)
+        await asyncio.sleep(0.05)
+
+    run(loop, main())
+    assert len(started) == 1
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.waitid(os.P_PID, started[0], os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("the child was not killed and reaped")

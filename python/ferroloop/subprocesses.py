@@ -138,6 +138,7 @@ class SubprocessTransport(transports.SubprocessTransport):
         self._reported = False  # the loop has been told (_child_reaped ran)
         self._forgotten = False  # a fork child's copy: the process is not ours to touch
         self._pidfd: int | None = None
+        self._exit_watched = False
         self._pipes: dict[int, _PipeProtocol] = {}
         self._pending_calls: list[tuple[Any, tuple]] | None = []
         self._exit_waiters: list[Any] | None = []
@@ -153,20 +154,42 @@ class SubprocessTransport(transports.SubprocessTransport):
         if loop.get_debug():
             program = args if isinstance(args, (bytes, str)) else args[0]
             logger.debug("process %r created: pid %s", program, self._pid)
-        loop._children[self._pid] = self
-        self._watch_exit()
-        for fd, pipe, cls in (
-            (0, proc.stdin, WritePipeTransport),
-            (1, proc.stdout, ReadPipeTransport),
-            (2, proc.stderr, ReadPipeTransport),
-        ):
-            if pipe is not None:
-                proto = _PipeProtocol(self, fd)
-                self._pipes[fd] = proto
-                proto.pipe = cls(loop, pipe, proto)
-        # Runs after the pipes' own connection_made: then the protocol's.
-        self._connected = loop.create_future()
-        loop.call_soon(self._connection_made)
+        try:
+            loop._children[self._pid] = self
+            self._watch_exit()
+            for fd, pipe, cls in (
+                (0, proc.stdin, WritePipeTransport),
+                (1, proc.stdout, ReadPipeTransport),
+                (2, proc.stderr, ReadPipeTransport),
+            ):
+                if pipe is not None:
+                    proto = _PipeProtocol(self, fd)
+                    self._pipes[fd] = proto
+                    proto.pipe = cls(loop, pipe, proto)
+            # Runs after the pipes' own connection_made: then the protocol's.
+            self._connected = loop.create_future()
+            loop.call_soon(self._connection_made)
+        except BaseException:
+            self._abandon_start()
+            raise
+
+    def _abandon_start(self) -> None:
+        """Setting up after Popen failed: kill the child, close its pipes, have it reaped."""
+        self.close()
+        proc = self._proc
+        assert proc is not None
+        for fd, pipe in ((0, proc.stdin), (1, proc.stdout), (2, proc.stderr)):
+            if pipe is not None and fd not in self._pipes:
+                pipe.close()
+        self._loop._children.pop(self._pid, None)
+        if self._pidfd is not None:
+            self._detach_from_closed_loop()  # a thread reaps it; the loop is not told
+        elif not self._exit_watched:
+            threading.Thread(
+                target=_reap_detached, args=(self._pid, proc),
+                name=f"ferroloop-reap-{self._pid}", daemon=True,
+            ).start()
+        # else: the fallback's helper thread reaps it
 
     def __repr__(self) -> str:
         info = [self.__class__.__name__]
@@ -222,10 +245,11 @@ class SubprocessTransport(transports.SubprocessTransport):
                 self._pidfd = None  # refused (seccomp, ESRCH if reaped elsewhere): fall back
         if self._pidfd is not None:
             self._loop._add_reader(self._pidfd, self._pidfd_ready)
-            return
-        threading.Thread(
-            target=self._wait_in_thread, name=f"ferroloop-waitpid-{self._pid}", daemon=True
-        ).start()
+        else:
+            threading.Thread(
+                target=self._wait_in_thread, name=f"ferroloop-waitpid-{self._pid}", daemon=True
+            ).start()
+        self._exit_watched = True
 
     def _close_pidfd(self) -> None:
         pidfd, self._pidfd = self._pidfd, None
