@@ -705,6 +705,70 @@ def test_pause_and_resume_reading(loop):
     run(loop, main())
 
 
+@pytest.mark.parametrize("action", ["pause_reading", "close", "abort"])
+def test_no_datagram_after_pause_or_close_from_the_protocol(loop, action):
+    # Several datagrams are waiting; the protocol stops reading on the first one: no other
+    # one is delivered (until resume_reading).
+    async def main():
+        class StopsAtFirst(Recorder):
+            def datagram_received(self, data, addr):
+                super().datagram_received(data, addr)
+                getattr(self.transport, action)()
+
+        tr, proto = await loop.create_datagram_endpoint(StopsAtFirst, local_addr=("127.0.0.1", 0))
+        addr = tr.get_extra_info("sockname")
+        tr.pause_reading()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            for i in range(10):
+                peer.sendto(b"%d" % i, addr)
+            await asyncio.sleep(0.02)
+            tr.resume_reading()
+            await proto.datagram(1)
+            await asyncio.sleep(0.05)
+            assert [d for d, _ in proto.datagrams] == [b"0"]
+            if action == "pause_reading":
+                assert not tr.is_reading()
+                tr.resume_reading()
+                await proto.datagram(2)
+                assert [d for d, _ in proto.datagrams][:2] == [b"0", b"1"]
+                tr.close()
+        assert await asyncio.wait_for(proto.lost, 3) is None
+
+    run(loop, main())
+
+
+def test_datagrams_interleave_with_other_callbacks(loop):
+    # What a protocol schedules with call_soon runs, and every datagram arrives, in order,
+    # however many wait in the socket.
+    async def main():
+        order = []
+
+        class Scheduling(Recorder):
+            def datagram_received(self, data, addr):
+                super().datagram_received(data, addr)
+                order.append(data)
+                asyncio.get_running_loop().call_soon(order.append, b"cb:" + data)
+
+        tr, proto = await loop.create_datagram_endpoint(Scheduling, local_addr=("127.0.0.1", 0))
+        addr = tr.get_extra_info("sockname")
+        tr.pause_reading()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            for i in range(50):
+                peer.sendto(b"%02d" % i, addr)
+            await asyncio.sleep(0.02)
+            tr.resume_reading()
+            await proto.datagram(50)
+        await asyncio.sleep(0.01)
+        datagrams = [x for x in order if not x.startswith(b"cb:")]
+        callbacks = [x[3:] for x in order if x.startswith(b"cb:")]
+        assert datagrams == callbacks == [b"%02d" % i for i in range(50)]
+        # Each callback runs after the datagram that scheduled it.
+        assert all(order.index(b"cb:" + d) > order.index(d) for d in datagrams)
+        await close_and_wait(tr)
+
+    run(loop, main())
+
+
 def test_pause_reading_before_connection_made_holds_reading(loop):
     async def main():
         class PausesAtOnce(Recorder):
