@@ -999,6 +999,34 @@ def test_set_protocol(loop):
     run(loop, main())
 
 
+def test_transport_subclass_sendto_is_used(loop):
+    # Only ferroloop's own class; a subclass's sendto override must still be what runs.
+    async def main():
+        tr, proto = await loop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+        addr = tr.get_extra_info("sockname")
+        if type(tr).__module__.startswith("ferroloop"):
+            calls = []
+
+            class Counting(type(tr)):
+                def sendto(self, data, addr=None):
+                    calls.append(data)
+                    super().sendto(data, addr)
+
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            other = Recorder()
+            sub = Counting(loop, sock, other)
+            await asyncio.sleep(0)
+            sub.sendto(b"via subclass", addr)
+            assert calls == [b"via subclass"]
+            assert (await proto.datagram())[0] == b"via subclass"
+            await close_and_wait(sub)
+        await close_and_wait(tr)
+
+    run(loop, main())
+
+
 def test_unclosed_transport_warns(loop):
     async def main():
         tr, _ = await loop.create_datagram_endpoint(

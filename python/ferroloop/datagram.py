@@ -80,8 +80,10 @@ class DatagramTransport(transports.Transport, transports.DatagramTransport):
         core._bind_callbacks()
         self._core = core
         core.set_protocol(protocol)
-        # Per datagram: straight to the native method, without a Python frame in between.
-        self.sendto = core.sendto
+        # Per datagram: straight to the native method, without a Python frame in between
+        # (unless a subclass has its own sendto).
+        if type(self).sendto is DatagramTransport.sendto:
+            self.sendto = core.sendto
         loop._transports[self._sock_fd] = self
         loop.call_soon(protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
