@@ -30,8 +30,9 @@ for v in 3.12 3.13 3.14; do
     echo "== Python $v ($py)"
     venv="$root/.venv-$v"
     [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        "maturin>=1.5,<2" "pytest>=8" "pytest-timeout>=2.3" "trustme>=1.1"
+    # The same dependencies as .venv, so that every test (HTTP servers, TLS, pytest-asyncio)
+    # runs on every version instead of skipping for a missing package.
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
     VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop -q --release
     "$venv/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
 done

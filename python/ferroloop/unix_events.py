@@ -366,16 +366,16 @@ class UnixMethods:
         for child in self._children.values():
             child._forget_after_fork()
         self._children.clear()
-        running = self._wakeup_for_run
         self._wakeup_for_run = False
-        if self._signal_handlers or running:
-            # The handlers keep working in the child, on a wake-up socket of its own.
+        if self._signal_handlers:
+            # The handlers keep working in the child, on a wake-up socket of its own. A loop
+            # that was merely running gets none: asyncio 3.12+ leaves a fork child without a
+            # wake-up fd, and so does ferroloop.
             try:
                 self._claim_wakeup_fd()
             except (ValueError, OSError):
                 return
-            self._wakeup_for_run = running
-            self._set_signal_dispatch(bool(self._signal_handlers))
+            self._set_signal_dispatch(True)
 
 
 def _check_binary(bufsize: int, text: Any, encoding: Any, errors: Any) -> None:
