@@ -74,12 +74,6 @@ def _stop_loop_when_done(fut: asyncio.Future) -> None:
     futures._get_loop(fut).stop()
 
 
-def _not_implemented(name: str, issue: int, what: str) -> NotImplementedError:
-    return NotImplementedError(
-        f"ferroloop does not implement loop.{name}() yet: {what} land with issue #{issue}"
-    )
-
-
 class Loop(
     _native.LoopCore, SocketMethods, ConnectionMethods, UnixMethods, DatagramMethods,
     asyncio.AbstractEventLoop,
@@ -574,7 +568,7 @@ class Loop(
             host, port, family=family, type=type, proto=proto, flags=flags
         )
 
-    # -- methods of later issues: visibly not implemented -----------------------------------
+    # -- sendfile and TLS upgrade (transports.py, tls.py) -------------------------------------
 
     async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
         """Send a file over a transport; the number of bytes sent (see transports.py)."""
