@@ -7,13 +7,15 @@ the benchmark scripts write (``--json``).
 
 Without file arguments it takes, from benchmarks/results/, the newest ``<date>-<kind>.json`` of
 each kind: ``core`` (bench_core.py), ``io`` (bench_io.py), ``streams`` (bench_streams.py),
-``tls``, ``http`` (bench_http.py). One panel per kind (two for http: per wall second and per
+``tls`` (bench_tls.py), ``udp`` (bench_udp.py), ``proc`` (bench_proc.py), ``http``
+(bench_http.py). One panel per kind (two for http: per wall second and per
 server CPU-second), one group of bars per row: ferroloop, rloop and asyncio, each as the ratio
 of its median to uvloop's median in the same run (log scale; 1 = uvloop). The figure is what the
 tables say, no more: read the spread tables of the run before trusting a bar near a target.
 
 Each panel uses the figure its issue's targets are stated in: ops per wall second for the core
-rows, requests per server CPU-second for the echo and stream rows, and both for HTTP.
+rows, per CPU-second for the echo, stream, TLS, datagram and subprocess rows, and both for
+HTTP.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-KIND_ORDER = ("core", "io", "streams", "tls", "http")
+KIND_ORDER = ("core", "io", "streams", "tls", "udp", "proc", "http")
 # (kind, rate) panels: which median each kind's panel shows, and its caption.
 PANELS = {
     "core": [("wall_ops_per_s", "loop core (bench_core.py): ops per wall second")],
     "io": [("cpu_ops_per_s", "sockets (bench_io.py): per server CPU-second")],
     "streams": [("cpu_ops_per_s", "transports and streams (bench_streams.py): per server CPU-s")],
-    "tls": [("cpu_ops_per_s", "TLS: per server CPU-second")],
+    "tls": [("cpu_ops_per_s", "TLS (bench_tls.py): per server CPU-second")],
+    "udp": [("cpu_ops_per_s", "datagrams (bench_udp.py): per CPU-second")],
+    "proc": [("cpu_ops_per_s", "subprocesses and pipes (bench_proc.py): per CPU-second")],
     "http": [
         ("wall_ops_per_s", "HTTP (bench_http.py): requests per wall second"),
         (
@@ -41,7 +45,7 @@ PANELS = {
         ),
     ],
 }
-TICKS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8)
+TICKS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
 SERIES = (("ferroloop", "#d2542c"), ("rloop", "#4c72b0"), ("asyncio", "#8c8c8c"))
 HTTP_TARGET = 1.15  # issue 6: ferroloop >= 1.15x uvloop on every HTTP row
 NAME = re.compile(r"(\d{4}-\d{2}-\d{2})-([a-z]+)\.json$")
@@ -126,8 +130,11 @@ def draw(paths: list[Path], output: Path) -> None:
                 target * 1.02, len(titles) - 0.6, f"target {target:g}×", fontsize=7, color="#d2542c"
             )
         axis.set_xscale("log")
-        axis.set_xticks(TICKS)
-        axis.set_xticklabels([f"{tick:g}×" for tick in TICKS])
+        largest = max((v for series in values.values() for v in series if v), default=1.0)
+        right = max(12.0, largest * 1.6)
+        ticks = [tick for tick in TICKS if tick <= right]
+        axis.set_xticks(ticks)
+        axis.set_xticklabels([f"{tick:g}×" for tick in ticks])
         axis.minorticks_off()
         axis.set_yticks(rows)
         axis.set_yticklabels(titles, fontsize=8)
@@ -135,7 +142,7 @@ def draw(paths: list[Path], output: Path) -> None:
         axis.set_title(caption, fontsize=9, loc="left")
         axis.tick_params(axis="x", labelsize=8)
         axis.grid(axis="x", alpha=0.25)
-        axis.set_xlim(0.04, 12)
+        axis.set_xlim(0.04, right)
     handles = [plt.Rectangle((0, 0), 1, 1, color=color) for _, color in SERIES]
     figure.legend(
         handles,

@@ -107,12 +107,15 @@ class ServerProcess:
     port: int
     process: subprocess.Popen
     log: Path
+    final_output: str | None = None  # the output, kept when the log file is removed
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def output(self) -> str:
+        if self.final_output is not None:
+            return self.final_output
         try:
             return self.log.read_text(errors="replace")[-4000:]
         except OSError:
@@ -137,6 +140,8 @@ class ServerProcess:
             self.process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(10)
+        if self.final_output is None:
+            self.final_output = self.output()
         with contextlib.suppress(OSError):
             self.log.unlink()
 
@@ -172,7 +177,11 @@ def _start(server: str, kind: str) -> ServerProcess:
             if "address already in use" in last_error.lower():
                 continue
             pytest.fail(f"{server} on {kind} did not start:\n{last_error}")
-        loop_class = handle.info()["loop"]
+        try:
+            loop_class = handle.info()["loop"]
+        except BaseException:
+            handle.stop()
+            raise
         if loop_class != LOOP_CLASS[kind]:
             handle.stop()
             pytest.fail(f"{server} asked for {kind} runs on {loop_class}")
@@ -412,7 +421,7 @@ def test_many_connections(server):
 
 # How each server exits after a graceful stop, seen on stock asyncio (the oracle). uvicorn
 # re-raises the signal once it has shut down, with the handler it found: for SIGINT that is
-# Python's KeyboardInterrupt, which its command line turns into exit status 0; for SIGTERM the
+# Python's KeyboardInterrupt, which uvicorn.run catches (exit status 0); for SIGTERM the
 # default action, so the process ends "killed by SIGTERM".
 EXPECTED_EXIT = {
     ("uvicorn", "SIGINT"): 0,
