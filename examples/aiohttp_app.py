@@ -6,7 +6,7 @@ From the repository root, with the project's .venv:
 
 It makes a ferroloop loop and hands it to ``aiohttp.web.run_app(app, loop=loop)``;
 ``--loop asyncio`` (or ``uvloop``) serves the same app on another loop, for comparison. Ctrl+C
-(SIGINT) stops it gracefully: in-flight requests finish first.
+(SIGINT) or SIGTERM stops it gracefully: in-flight requests finish first.
 
 Routes (the same as examples/starlette_app.py; tests/test_http_servers.py drives both):
 

@@ -17,4 +17,12 @@ if [ "${1:-}" = "io" ]; then
     (cd "$root" && cargo build --release --quiet -p ferroloop-bench)
     exec "$root/.venv/bin/python" "$root/benchmarks/bench_io.py" "$@"
 fi
+if [ "${1:-}" = "http" ]; then
+    # bash scripts/bench.sh http [options]: HTTP servers and client (uvicorn, aiohttp) under
+    # wrk, benchmarks/bench_http.py. Nothing to build besides .venv; a missing wrk is installed
+    # with apt-get when running as root, otherwise the script says how.
+    shift
+    bash "$root/scripts/bootstrap.sh"
+    exec "$root/.venv/bin/python" "$root/benchmarks/bench_http.py" "$@"
+fi
 bash "$root/scripts/bootstrap.sh" && "$root/.venv/bin/python" "$root/benchmarks/bench_core.py" "$@"
