@@ -118,6 +118,9 @@ class Timed:
     ops: int
     window: Clock
     client_s: float | None = None
+    # Per-request latency as the echo client saw it (write start to end of response), µs.
+    latency_mean_us: float | None = None
+    latency_p99_us: float | None = None
 
 
 @dataclass
@@ -128,6 +131,9 @@ class IoSample(Sample):
     sys_s: float | None = None
     # The echo client's own wall time (connect to last close): a cross-check in the JSON output.
     client_s: float | None = None
+    # The echo client's per-request latency over all requests of the sample: mean and p99, µs.
+    latency_mean_us: float | None = None
+    latency_p99_us: float | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,12 @@ class ClientRun:
         if not isinstance(document, dict):
             raise CheckFailed(f"echo client printed {lines[-1]!r}, not a JSON object")
         return document
+
+
+def number(report: dict[str, object], key: str) -> float | None:
+    """A numeric field of the client's report, or None (absent, null, or not a number)."""
+    value = report.get(key)
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def spawn_client(command: list[str], pin: tuple[int, int] | None) -> subprocess.Popen[str]:
@@ -326,15 +338,20 @@ def tcp_echo(size: int, loop: Loop, requests: int, env: Env) -> Timed:
             f"echo client did {report.get('requests')} requests, expected {expected_requests}",
         )
         expect(
+            report.get("closed_by_server", connections) == connections,
+            f"the server closed {report.get('closed_by_server')} of {connections} connections",
+        )
+        expect(
             echoed == [requests * size] * connections,
             f"server echoed {echoed} bytes per connection, expected {requests * size} on each "
             f"of {connections}",
         )
-        client_s = report.get("seconds")
         return Timed(
             expected_requests,
             clocks["end"] - clocks["start"],
-            float(client_s) if isinstance(client_s, (int, float)) else None,
+            number(report, "seconds"),
+            number(report, "latency_mean_us"),
+            number(report, "latency_p99_us"),
         )
     finally:
         if run is not None and run.process.poll() is None:
@@ -459,6 +476,8 @@ def measure(
         user_s=window.user,
         sys_s=window.sys,
         client_s=timed.client_s,
+        latency_mean_us=timed.latency_mean_us,
+        latency_p99_us=timed.latency_p99_us,
     )
 
 
