@@ -224,6 +224,33 @@ def test_peer_reset_reports_the_error(loop):
     assert isinstance(run(loop, main()), ConnectionResetError)
 
 
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_UNIX])
+def test_peer_reset_while_writes_are_queued(loop, family):
+    # The peer never reads; the writer goes over its high-water mark with data still queued,
+    # then the peer resets: connection_lost gets the error once, the queue is dropped, and
+    # there is no resume_writing for a connection that is gone.
+    async def main():
+        tr, pr, peer = await make(loop, Recorder(), family=family)
+        chunk = b"x" * 65536
+        for _ in range(2048):  # the kernel takes megabytes on loopback TCP before pushing back
+            tr.write(chunk)
+            if "pause" in pr.events:
+                break
+        assert pr.events == ["made", "pause"]
+        assert tr.get_write_buffer_size() > 0
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()
+        await until(lambda: "lost" in pr.events)
+        await asyncio.sleep(0.01)
+        return tr, pr
+
+    tr, pr = run(loop, main())
+    assert pr.events == ["made", "pause", "lost"]
+    assert isinstance(pr.lost, (ConnectionResetError, BrokenPipeError))
+    assert tr.is_closing()
+    assert tr.get_write_buffer_size() == 0
+
+
 def test_pause_and_resume_reading(loop):
     async def main():
         tr, pr, peer = await make(loop, Recorder())
