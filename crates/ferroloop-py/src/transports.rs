@@ -39,6 +39,8 @@ use crate::watchers::{os_error, Direction};
 const MAX_READ: usize = 256 * 1024;
 /// asyncio's default high-water mark (`_FlowControlMixin`).
 const DEFAULT_HIGH: usize = 64 * 1024;
+/// Sends one flush may make when `resume_writing` keeps refilling an emptied queue.
+const MAX_FLUSH_ROUNDS: u32 = 16;
 /// At most this many chunks go into one `sendmsg` (Linux's `IOV_MAX`).
 const MAX_IOV: usize = 1024;
 
@@ -266,7 +268,8 @@ impl TransportCore {
         Ok(())
     }
 
-    /// One `sendmsg` of what is queued, then asyncio's bookkeeping: wait for writability if
+    /// One `sendmsg` of what is queued (more while `resume_writing` refills an emptied
+    /// queue), then asyncio's bookkeeping: wait for writability if
     /// something is left, or, once everything is out, stop waiting, resume the protocol,
     /// wake a sendfile waiter and finish a pending close or `write_eof`.
     /// `from_writer` is true when called by the writability watcher (asyncio's
@@ -274,17 +277,45 @@ impl TransportCore {
     fn flush_now(slf: &Bound<'_, Self>, from_writer: bool) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let outcome = {
-            let mut st = this.st.borrow_mut(py);
-            st.flush_scheduled = false;
-            if st.conn_lost > 0 || st.queue.is_empty() {
+        // When a send empties the queue and resume_writing refills it, the kernel had room
+        // to spare: send again now rather than wait for the next writability event, which
+        // would move only the little that a paused protocol may queue (the high-water mark)
+        // per poll. Bounded, so one fast writer cannot hold the loop.
+        let mut rounds = 0;
+        loop {
+            let outcome = {
+                let mut st = this.st.borrow_mut(py);
+                st.flush_scheduled = false;
+                if st.conn_lost > 0 || st.queue.is_empty() {
+                    return Ok(());
+                }
+                let fd = st.fd;
+                st.queue.send(py, fd)
+            };
+            if Self::send_failed(slf, outcome)? {
                 return Ok(());
             }
-            let fd = st.fd;
-            st.queue.send(py, fd)
-        };
+            let drained = this.st.borrow_mut(py).queue.is_empty();
+            this.maybe_resume_protocol(py)?; // may write more
+            rounds += 1;
+            let refilled = {
+                let st = this.st.borrow_mut(py);
+                st.conn_lost == 0 && !st.queue.is_empty()
+            };
+            if !drained || !refilled || rounds == MAX_FLUSH_ROUNDS {
+                break;
+            }
+        }
+        Self::after_send(slf, from_writer)
+    }
+
+    /// A send's error, if any, handled as asyncio does (the queue is dropped and the
+    /// transport fails); true when the transport failed.
+    fn send_failed(slf: &Bound<'_, Self>, outcome: Result<usize, i32>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
         match outcome {
-            Err(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK => {}
+            Err(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK => Ok(false),
             Err(e) => {
                 let (dropped, had_writer, waiter) = {
                     let mut st = this.st.borrow_mut(py);
@@ -309,11 +340,17 @@ impl TransportCore {
                     w.bind(py)
                         .call_method1(pyo3::intern!(py, "set_exception"), (exc,))?;
                 }
-                return Ok(());
+                Ok(true)
             }
-            Ok(_) => {}
+            Ok(_) => Ok(false),
         }
-        this.maybe_resume_protocol(py)?; // may write more
+    }
+
+    /// After the sends: wait for writability if something is left; otherwise stop waiting,
+    /// wake a sendfile waiter and finish a pending close or `write_eof`.
+    fn after_send(slf: &Bound<'_, Self>, from_writer: bool) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
         let (empty, had_writer) = {
             let st = this.st.borrow_mut(py);
             (st.queue.is_empty(), st.writer_registered)
