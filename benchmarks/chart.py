@@ -4,6 +4,7 @@ the benchmark scripts write (``--json``).
     python benchmarks/chart.py                         # the latest results of each kind
     python benchmarks/chart.py benchmarks/results/2026-11-22-core.json benchmarks/results/…
     python benchmarks/chart.py --output benchmarks/results/$(date +%F)-chart.png
+    python benchmarks/chart.py --table                 # one markdown table of every row instead
 
 Without file arguments it takes, from benchmarks/results/, the newest ``<date>-<kind>.json`` of
 each kind: ``core`` (bench_core.py), ``io`` (bench_io.py), ``streams`` (bench_streams.py),
@@ -48,7 +49,36 @@ PANELS = {
 TICKS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
 SERIES = (("ferroloop", "#d2542c"), ("rloop", "#4c72b0"), ("asyncio", "#8c8c8c"))
 HTTP_TARGET = 1.15  # issue 6: ferroloop >= 1.15x uvloop on every HTTP row
-NAME = re.compile(r"(\d{4}-\d{2}-\d{2})-([a-z]+)\.json$")
+NAME = re.compile(r"(\d{4}-\d{2}-\d{2})-([a-z]+)(?:-[a-z0-9]+)?\.json$")
+
+# The issues' targets, as (figure, base loop, ratio): the ratio ferroloop's median must reach
+# against the base loop's median in the same run. Rows without an entry have no target.
+TARGETS: dict[tuple[str, str], tuple[str, str, float]] = {
+    # issue 2, ops per wall second
+    ("core", "call_soon"): ("wall_ops_per_s", "uvloop", 4.0),
+    ("core", "call_soon_args"): ("wall_ops_per_s", "uvloop", 2.0),
+    ("core", "threadsafe"): ("wall_ops_per_s", "uvloop", 2.5),
+    ("core", "call_later_cancel"): ("wall_ops_per_s", "uvloop", 4.0),
+    ("core", "timers_fire"): ("wall_ops_per_s", "uvloop", 2.0),
+    ("core", "sleep0"): ("wall_ops_per_s", "uvloop", 2.5),
+    ("core", "tasks_gather"): ("wall_ops_per_s", "uvloop", 1.1),
+    ("core", "futures"): ("wall_ops_per_s", "uvloop", 1.1),
+    # issue 4: getaddrinfo against stock asyncio; echo per server CPU-second
+    ("io", "getaddrinfo_numeric"): ("wall_ops_per_s", "asyncio", 10.0),
+    ("io", "getaddrinfo_numeric_v6"): ("wall_ops_per_s", "asyncio", 10.0),
+    ("io", "tcp_echo_1k"): ("cpu_ops_per_s", "uvloop", 1.5),
+    ("io", "tcp_echo_10k"): ("cpu_ops_per_s", "uvloop", 1.5),
+    ("io", "tcp_echo_100k"): ("cpu_ops_per_s", "uvloop", 1.5),
+    # issue 6 (HTTP), issue 7 (TLS), issue 9 (datagrams); issue 5 below for every stream row
+    **{("http", key): ("cpu_ops_per_s", "uvloop", 1.15) for key in (
+        "uvicorn_plaintext", "uvicorn_10k", "aiohttp_plaintext", "aiohttp_client")},
+    **{("tls", key): ("cpu_ops_per_s", "uvloop", 1.2) for key in (
+        "tls_echo_1k", "tls_echo_16k", "tls_handshake")},
+    **{("udp", key): ("cpu_ops_per_s", "uvloop", 1.2) for key in (
+        "udp_pingpong_1", "udp_pingpong_1400", "udp_recv_1400", "udp_send_1400")},
+}
+STREAMS_TARGET = ("cpu_ops_per_s", "uvloop", 1.25)  # issue 5: every row of bench_streams.py
+FIGURE_NAMES = {"wall_ops_per_s": "per wall s", "cpu_ops_per_s": "per CPU s"}
 
 
 def latest_results(directory: Path) -> list[Path]:
@@ -164,6 +194,66 @@ def draw(paths: list[Path], output: Path) -> None:
     plt.close(figure)
 
 
+def target_of(kind: str, key: str) -> tuple[str, str, float] | None:
+    if kind == "streams":
+        return STREAMS_TARGET
+    return TARGETS.get((kind, key))
+
+
+def table(paths: list[Path]) -> str:
+    """One markdown table of every row: ferroloop's, rloop's and asyncio's median ÷ uvloop's,
+    in the figure the row's target is stated in (per CPU-second where it has none; HTTP rows
+    in both), the target, what ferroloop reached against the target's base loop, ✓ or ✗."""
+    lines = [
+        "| benchmark row | figure | ferroloop | rloop | asyncio | target | reached | met | run |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | :---: | --- |",
+    ]
+
+    def cell(value: float | None) -> str:
+        return f"{value:.2f}×" if value else "n/a"
+
+    for path in paths:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        kind = kind_of(path, document)
+        date = (document.get("machine") or {}).get("date", "")
+        for key, per_loop in document["medians"].items():
+            title = document["rows"].get(key, {}).get("title", key)
+            target = target_of(kind, key)
+            figures = [target[0]] if target else ["cpu_ops_per_s"]
+            if kind == "http":
+                figures = ["wall_ops_per_s", "cpu_ops_per_s"]
+            for figure in figures:
+                base = (per_loop.get("uvloop") or {}).get(figure)
+
+                def ratio(
+                    name: str,
+                    figure: str = figure,
+                    base: float | None = base,
+                    per_loop: dict = per_loop,
+                ) -> float | None:
+                    value = (per_loop.get(name) or {}).get(figure)
+                    return value / base if value and base else None
+
+                wanted, met, reached = "", "", None
+                if target:
+                    _, versus, goal = target
+                    if versus == "uvloop":
+                        reached = ratio("ferroloop")
+                    else:
+                        ours = (per_loop.get("ferroloop") or {}).get(figure)
+                        theirs = (per_loop.get(versus) or {}).get(figure)
+                        reached = ours / theirs if ours and theirs else None
+                    wanted = f"≥ {goal:g}× {versus}"
+                    met = "✓" if reached and reached >= goal else "✗"
+                lines.append(
+                    f"| {title} | {FIGURE_NAMES[figure]} | {cell(ratio('ferroloop'))} | "
+                    f"{cell(ratio('rloop'))} | {cell(ratio('asyncio'))} | {wanted} | "
+                    f"{cell(reached) if target else ''} | {met} | "
+                    f"{path.name}, {date} |"
+                )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("results", nargs="*", type=Path, help="JSON files from --json")
@@ -171,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         "--output",
         type=Path,
         help="PNG to write (default: benchmarks/results/<today>-chart.png)",
+    )
+    parser.add_argument(
+        "--table",
+        action="store_true",
+        help="print one markdown table of every row (ratios to uvloop, targets) instead",
     )
     args = parser.parse_args(argv)
     paths = args.results or latest_results(RESULTS)
@@ -180,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.table:
+        print(table(paths))
+        return 0
     output = args.output or RESULTS / f"{datetime.date.today().isoformat()}-chart.png"
     draw(paths, output)
     print(f"chart of {', '.join(path.name for path in paths)} written to {output}")
