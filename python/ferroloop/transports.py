@@ -74,6 +74,13 @@ class SocketTransport(transports.Transport):
         core = _native.TransportCore(loop, self, self._sock_fd)
         core._bind_callbacks()
         self._core = core
+        # The per-packet methods, bound straight to the core: `transport.write(data)` is then
+        # one native call, with no Python frame in between (the class's methods below say the
+        # same and serve subclasses' super() calls and introspection).
+        self.write = core.write
+        self.writelines = core.writelines
+        self.is_closing = core.is_closing
+        self.is_reading = core.is_reading
         core.set_protocol(protocol)
         if server is not None:
             server._attach(self)
