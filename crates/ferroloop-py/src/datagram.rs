@@ -43,11 +43,9 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
 
 use pyo3::exceptions::{
-    PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PySystemExit,
-    PyTypeError, PyValueError,
+    PyBlockingIOError, PyInterruptedError, PyOSError, PyTypeError, PyValueError,
 };
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -55,12 +53,11 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyMemoryView, PyString, PyTuple};
 
 use crate::event_loop::LoopCore;
 use crate::gil_cell::GilCell;
+use crate::transport_common::{propagates, Common, NativeTransport};
 use crate::watchers::{os_error, Direction};
 
 /// asyncio's `_SelectorTransport.max_size`: the most one `recvfrom` takes.
 const MAX_READ: usize = 256 * 1024;
-/// asyncio's default high-water mark (`_FlowControlMixin`).
-const DEFAULT_HIGH: usize = 64 * 1024;
 /// Datagrams read per readiness event at most (libuv reads up to 32).
 const READ_BATCH: usize = 32;
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
@@ -208,23 +205,18 @@ enum Sent {
 }
 
 #[derive(Default)]
-struct DState {
-    loop_: Option<Py<LoopCore>>,
-    /// The Python `DatagramTransport` this core belongs to (what protocols see).
-    transport: Option<Py<PyAny>>,
+pub(crate) struct DState {
+    /// The loop, the `DatagramTransport`, the protocol, the fd (-1 once the socket is closed)
+    /// and the flags and limits every socket transport has (`read_cb`/`write_cb` are our
+    /// `_read_ready`/`_sendto_ready`).
+    c: Common,
     /// The Python socket, for the address forms and families handled by the socket module.
     sock: Option<Py<PyAny>>,
-    protocol: Option<Py<PyAny>>,
     /// `protocol.datagram_received`, looked up once per protocol.
     on_datagram: Option<Py<PyAny>>,
-    /// Our own bound `_read_ready` / `_sendto_ready`, the watchers' callbacks.
-    read_cb: Option<Py<PyAny>>,
-    write_cb: Option<Py<PyAny>>,
     /// asyncio's `_address`: the remote address of `create_datagram_endpoint(remote_addr=)`,
     /// or `None` (kept only when truthy, as asyncio tests it).
     address: Option<Py<PyAny>>,
-    /// -1 once the socket is closed.
-    fd: i32,
     family: i32,
     /// The family is one whose addresses this module converts (INET, INET6, UNIX).
     native: bool,
@@ -234,14 +226,6 @@ struct DState {
     header: usize,
     /// `sendto(b'')` sends an empty datagram (asyncio 3.13+); before, it does nothing.
     send_empty: bool,
-    closing: bool,
-    paused: bool,
-    conn_lost: u32,
-    protocol_connected: bool,
-    protocol_paused: bool,
-    writer_registered: bool,
-    high: usize,
-    low: usize,
     /// asyncio's `_buffer_size`.
     size: usize,
     queue: VecDeque<Outgoing>,
@@ -251,10 +235,6 @@ struct DState {
 #[pyclass(frozen, module = "ferroloop._native")]
 pub struct DatagramCore {
     st: GilCell<DState>,
-}
-
-fn propagates(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
 fn last_errno() -> i32 {
@@ -609,23 +589,23 @@ fn classify(py: Python<'_>, err: PyErr) -> PyResult<Sent> {
     }
 }
 
+impl NativeTransport for DatagramCore {
+    type State = DState;
+
+    fn cell(&self) -> &GilCell<DState> {
+        &self.st
+    }
+
+    fn common(st: &mut DState) -> &mut Common {
+        &mut st.c
+    }
+
+    fn buffered(st: &DState) -> usize {
+        st.size
+    }
+}
+
 impl DatagramCore {
-    fn loop_core<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
-        self.st
-            .borrow_mut(py)
-            .loop_
-            .as_ref()
-            .map(|l| l.clone_ref(py).into_bound(py))
-    }
-
-    fn transport<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
-        self.st
-            .borrow_mut(py)
-            .transport
-            .as_ref()
-            .map(|t| t.clone_ref(py).into_bound(py))
-    }
-
     /// `transport._fatal_error(exc, message)` (Python: logging, exception handler, then
     /// `_force_close`). After `connection_lost` there is no transport to report to: the
     /// error goes to the caller (asyncio raises an `AttributeError` there too, from its
@@ -644,43 +624,11 @@ impl DatagramCore {
 
     /// `protocol.error_received(exc)`; what it raises propagates, as in asyncio.
     fn error_received(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
-        let protocol = self
-            .st
-            .borrow_mut(py)
-            .protocol
-            .as_ref()
-            .map(|p| p.clone_ref(py));
-        match protocol {
+        match self.protocol(py) {
             Some(p) => p
-                .bind(py)
                 .call_method1(pyo3::intern!(py, "error_received"), (err.value(py),))
                 .map(|_| ()),
             None => Ok(()),
-        }
-    }
-
-    fn set_watch(&self, py: Python<'_>, dir: Direction, on: bool) -> PyResult<()> {
-        let Some(lp) = self.loop_core(py) else {
-            return Ok(());
-        };
-        let (fd, cb) = {
-            let st = self.st.borrow_mut(py);
-            let cb = match dir {
-                Direction::Read => st.read_cb.as_ref(),
-                Direction::Write => st.write_cb.as_ref(),
-            };
-            (st.fd, cb.map(|c| c.clone_ref(py)))
-        };
-        if fd < 0 || lp.get().closed.load(Relaxed) {
-            return Ok(());
-        }
-        if on {
-            let Some(cb) = cb else { return Ok(()) };
-            let handle = LoopCore::new_io_handle(&lp, cb.bind(py))?;
-            let fdobj = fd.into_pyobject(py)?.into_any();
-            lp.get().add_watcher(py, &fdobj, dir, &handle)
-        } else {
-            lp.get().remove_watcher_fd(py, fd, dir, None).map(|_| ())
         }
     }
 
@@ -779,62 +727,6 @@ impl DatagramCore {
         }
     }
 
-    fn maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
-        {
-            let mut st = self.st.borrow_mut(py);
-            if st.size <= st.high || st.protocol_paused {
-                return Ok(());
-            }
-            st.protocol_paused = true;
-        }
-        self.call_flow_control(py, "pause_writing")
-    }
-
-    fn maybe_resume_protocol(&self, py: Python<'_>) -> PyResult<()> {
-        {
-            let mut st = self.st.borrow_mut(py);
-            if !st.protocol_paused || st.size > st.low {
-                return Ok(());
-            }
-            st.protocol_paused = false;
-        }
-        self.call_flow_control(py, "resume_writing")
-    }
-
-    /// `protocol.pause_writing()` / `resume_writing()`; a failure goes to the exception
-    /// handler (Python: `transport._flow_control_failed`).
-    fn call_flow_control(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        let protocol = self
-            .st
-            .borrow_mut(py)
-            .protocol
-            .as_ref()
-            .map(|p| p.clone_ref(py));
-        let Some(protocol) = protocol else {
-            return Ok(());
-        };
-        if let Err(err) = protocol.bind(py).call_method0(name) {
-            if propagates(py, &err) {
-                return Err(err);
-            }
-            if let Some(tr) = self.transport(py) {
-                tr.call_method1(
-                    pyo3::intern!(py, "_flow_control_failed"),
-                    (name, err.value(py)),
-                )?;
-            }
-        }
-        Ok(())
-    }
-
-    fn schedule_connection_lost(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> PyResult<()> {
-        let (Some(lp), Some(tr)) = (self.loop_core(py), self.transport(py)) else {
-            return Ok(());
-        };
-        let cb = tr.getattr(pyo3::intern!(py, "_call_connection_lost"))?;
-        LoopCore::call_soon_native(&lp, &cb, &PyTuple::new(py, [exc])?)
-    }
-
     /// The sender of a datagram as a Python object: from the cache for an IP address seen
     /// recently, else built (and cached).
     fn addr_object<'py>(&self, py: Python<'py>, sa: &SockAddr) -> PyResult<Bound<'py, PyAny>> {
@@ -909,7 +801,7 @@ impl DatagramCore {
             let st = self.st.borrow_mut(py);
             (
                 st.on_datagram.as_ref().map(|c| c.clone_ref(py)),
-                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.c.protocol.as_ref().map(|p| p.clone_ref(py)),
             )
         };
         match (cb, protocol) {
@@ -943,18 +835,14 @@ impl DatagramCore {
     ) -> Self {
         Self {
             st: GilCell::new(DState {
-                loop_: Some(loop_.unbind()),
-                transport: Some(transport.unbind()),
+                c: Common::new(loop_.unbind(), transport.unbind(), fd),
                 sock: Some(sock.unbind()),
                 address: address.map(Bound::unbind),
-                fd,
                 family,
                 native: matches!(family, libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX),
                 connected,
                 header,
                 send_empty,
-                high: DEFAULT_HIGH,
-                low: DEFAULT_HIGH / 4,
                 ..DState::default()
             }),
         }
@@ -966,8 +854,8 @@ impl DatagramCore {
         let read = slf.getattr(pyo3::intern!(py, "_read_ready"))?.unbind();
         let write = slf.getattr(pyo3::intern!(py, "_sendto_ready"))?.unbind();
         let mut st = slf.get().st.borrow_mut(py);
-        st.read_cb = Some(read);
-        st.write_cb = Some(write);
+        st.c.read_cb = Some(read);
+        st.c.write_cb = Some(write);
         Ok(())
     }
 
@@ -979,9 +867,9 @@ impl DatagramCore {
             .map(Bound::unbind);
         let (old_protocol, old_cb) = {
             let mut st = self.st.borrow_mut(py);
-            st.protocol_connected = true;
+            st.c.protocol_connected = true;
             (
-                st.protocol.replace(protocol.unbind()),
+                st.c.protocol.replace(protocol.unbind()),
                 std::mem::replace(&mut st.on_datagram, on_datagram),
             )
         };
@@ -989,55 +877,30 @@ impl DatagramCore {
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
-        self.st
-            .borrow_mut(py)
-            .protocol
-            .as_ref()
-            .map(|p| p.clone_ref(py))
-            .unwrap_or_else(|| py.None())
+        self.protocol_or_none(py)
     }
 
     fn is_closing(&self, py: Python<'_>) -> bool {
-        self.st.borrow_mut(py).closing
+        self.closing(py)
     }
 
     fn is_reading(&self, py: Python<'_>) -> bool {
-        let st = self.st.borrow_mut(py);
-        !st.closing && !st.paused
+        self.reading(py)
     }
 
     /// The reader asyncio adds after `connection_made` (only if still reading).
     fn _start_reading(&self, py: Python<'_>) -> PyResult<()> {
-        if !self.is_reading(py) {
-            return Ok(());
-        }
-        self.set_watch(py, Direction::Read, true)
+        self.start_reading(py)
     }
 
     /// Whether reading stopped (false if it was not reading).
     fn pause_reading(&self, py: Python<'_>) -> PyResult<bool> {
-        {
-            let mut st = self.st.borrow_mut(py);
-            if st.closing || st.paused {
-                return Ok(false);
-            }
-            st.paused = true;
-        }
-        self.set_watch(py, Direction::Read, false)?;
-        Ok(true)
+        self.pause(py)
     }
 
     /// Whether reading resumed (false if it was not paused or is closing).
     fn resume_reading(&self, py: Python<'_>) -> PyResult<bool> {
-        {
-            let mut st = self.st.borrow_mut(py);
-            if st.closing || !st.paused {
-                return Ok(false);
-            }
-            st.paused = false;
-        }
-        self.set_watch(py, Direction::Read, true)?;
-        Ok(true)
+        self.resume(py)
     }
 
     /// The readability watcher's callback: up to `READ_BATCH` datagrams, while the
@@ -1046,10 +909,10 @@ impl DatagramCore {
         for i in 0..READ_BATCH {
             let (fd, native) = {
                 let st = self.st.borrow_mut(py);
-                if st.conn_lost > 0 || st.fd < 0 || (i > 0 && (st.closing || st.paused)) {
+                if st.c.conn_lost > 0 || st.c.fd < 0 || (i > 0 && (st.c.closing || st.c.paused)) {
                     return Ok(());
                 }
-                (st.fd, st.native)
+                (st.c.fd, st.native)
             };
             if !native {
                 return self.read_via_socket(py);
@@ -1120,9 +983,9 @@ impl DatagramCore {
                 }
                 {
                     let mut st = self.st.borrow_mut(py);
-                    if st.conn_lost > 0 {
-                        let warn = st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
-                        st.conn_lost += 1;
+                    if st.c.conn_lost > 0 {
+                        let warn = st.c.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+                        st.c.conn_lost += 1;
                         drop(st);
                         if warn {
                             py.import("logging")?
@@ -1139,7 +1002,7 @@ impl DatagramCore {
         let dest = self.dest_for(py, addr.as_ref());
         let (queued, fd) = {
             let st = self.st.borrow_mut(py);
-            (!st.queue.is_empty(), st.fd)
+            (!st.queue.is_empty(), st.c.fd)
         };
         if !queued {
             // Send at once, as asyncio does.
@@ -1147,7 +1010,7 @@ impl DatagramCore {
                 Sent::Done => return Ok(()),
                 Sent::WouldBlock => {
                     let newly =
-                        !std::mem::replace(&mut self.st.borrow_mut(py).writer_registered, true);
+                        !std::mem::replace(&mut self.st.borrow_mut(py).c.writer_registered, true);
                     if newly {
                         self.set_watch(py, Direction::Write, true)?;
                     }
@@ -1188,7 +1051,7 @@ impl DatagramCore {
                 };
                 let n = item.data.bind(py).as_bytes().len() + st.header;
                 st.size = st.size.saturating_sub(n);
-                (item, st.fd)
+                (item, st.c.fd)
             };
             let data = item.data.bind(py).clone();
             match self.send_one(py, fd, data.as_any(), &item.dest)? {
@@ -1212,11 +1075,11 @@ impl DatagramCore {
         self.maybe_resume_protocol(py)?; // may queue more
         let (empty, had_writer, closing) = {
             let st = self.st.borrow_mut(py);
-            (st.queue.is_empty(), st.writer_registered, st.closing)
+            (st.queue.is_empty(), st.c.writer_registered, st.c.closing)
         };
         if empty {
             if had_writer {
-                self.st.borrow_mut(py).writer_registered = false;
+                self.st.borrow_mut(py).c.writer_registered = false;
                 self.set_watch(py, Direction::Write, false)?;
             }
             if closing {
@@ -1231,10 +1094,10 @@ impl DatagramCore {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         {
             let mut st = self.st.borrow_mut(py);
-            if st.closing {
+            if st.c.closing {
                 return Ok(());
             }
-            st.closing = true;
+            st.c.closing = true;
         }
         self.set_watch(py, Direction::Read, false)?;
         let had_writer = {
@@ -1242,8 +1105,8 @@ impl DatagramCore {
             if !st.queue.is_empty() {
                 return Ok(()); // the writer finishes the close once the queue is sent
             }
-            st.conn_lost += 1;
-            std::mem::replace(&mut st.writer_registered, false)
+            st.c.conn_lost += 1;
+            std::mem::replace(&mut st.c.writer_registered, false)
         };
         if had_writer {
             self.set_watch(py, Direction::Write, false)?;
@@ -1260,12 +1123,12 @@ impl DatagramCore {
     fn _force_close(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         let (dropped, had_writer, was_closing) = {
             let mut st = self.st.borrow_mut(py);
-            if st.conn_lost > 0 {
+            if st.c.conn_lost > 0 {
                 return Ok(());
             }
-            let had = std::mem::replace(&mut st.writer_registered, false);
-            let was = std::mem::replace(&mut st.closing, true);
-            st.conn_lost += 1;
+            let had = std::mem::replace(&mut st.c.writer_registered, false);
+            let was = std::mem::replace(&mut st.c.closing, true);
+            st.c.conn_lost += 1;
             (std::mem::take(&mut st.queue), had, was)
         };
         drop(dropped);
@@ -1283,8 +1146,7 @@ impl DatagramCore {
     }
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
-        let st = self.st.borrow_mut(py);
-        (st.low, st.high)
+        self.limits(py)
     }
 
     #[pyo3(signature = (high=None, low=None))]
@@ -1294,49 +1156,22 @@ impl DatagramCore {
         high: Option<Bound<'_, PyAny>>,
         low: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        // asyncio's arithmetic, on Python ints (so odd values raise what asyncio raises).
-        let high_v: Bound<'_, PyAny> = match (&high, &low) {
-            (Some(h), _) => h.clone(),
-            (None, None) => DEFAULT_HIGH.into_pyobject(py)?.into_any(),
-            (None, Some(l)) => l.call_method1(pyo3::intern!(py, "__mul__"), (4,))?,
-        };
-        let low_v: Bound<'_, PyAny> = match &low {
-            Some(l) => l.clone(),
-            None => high_v.call_method1(pyo3::intern!(py, "__floordiv__"), (4,))?,
-        };
-        let zero = 0i64.into_pyobject(py)?;
-        if !(high_v.ge(&low_v)? && low_v.ge(&zero)?) {
-            return Err(PyValueError::new_err(format!(
-                "high ({}) must be >= low ({}) must be >= 0",
-                high_v.repr()?,
-                low_v.repr()?
-            )));
-        }
-        {
-            let mut st = self.st.borrow_mut(py);
-            st.high = high_v.extract()?;
-            st.low = low_v.extract()?;
-        }
-        self.maybe_pause_protocol(py)
+        self.set_limits(py, high, low)
     }
 
     /// `(reading, writing)`: whether each watcher is registered (for repr).
     fn _polling(&self, py: Python<'_>) -> (bool, bool) {
-        let st = self.st.borrow_mut(py);
-        (
-            !st.closing && !st.paused && st.conn_lost == 0,
-            st.writer_registered,
-        )
+        self.polling(py)
     }
 
     /// Whether the protocol was told to pause writing (asyncio's `_protocol_paused`).
     fn _protocol_paused(&self, py: Python<'_>) -> bool {
-        self.st.borrow_mut(py).protocol_paused
+        self.protocol_paused(py)
     }
 
     /// Whether connection_lost is still to be called (`_protocol_connected`).
     fn _protocol_connected(&self, py: Python<'_>) -> bool {
-        self.st.borrow_mut(py).protocol_connected
+        self.protocol_connected(py)
     }
 
     /// After `connection_lost` closed the socket: let go of everything (breaks the
@@ -1345,16 +1180,12 @@ impl DatagramCore {
         let old = std::mem::take(&mut *self.st.borrow_mut(py));
         {
             let mut st = self.st.borrow_mut(py);
-            st.fd = -1;
+            st.c = old.c.released(-1);
             st.family = old.family;
             st.connected = old.connected;
             st.header = old.header;
             st.send_empty = old.send_empty;
             st.address = old.address.as_ref().map(|a| a.clone_ref(py));
-            st.closing = true;
-            st.conn_lost = old.conn_lost.max(1);
-            st.high = old.high;
-            st.low = old.low;
             st.size = old.size;
         }
         drop(old);
@@ -1364,20 +1195,9 @@ impl DatagramCore {
         let Some(st) = self.st.try_borrow_unguarded() else {
             return Ok(()); // busy: what it holds stays alive this round, which is safe
         };
-        for obj in [
-            &st.loop_.as_ref().map(|l| l.as_any()),
-            &st.transport.as_ref(),
-            &st.sock.as_ref(),
-            &st.protocol.as_ref(),
-            &st.on_datagram.as_ref(),
-            &st.read_cb.as_ref(),
-            &st.write_cb.as_ref(),
-            &st.address.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            visit.call(*obj)?;
+        let own = [&st.sock, &st.on_datagram, &st.address];
+        for obj in st.c.objects().chain(own.into_iter().flatten()) {
+            visit.call(obj)?;
         }
         for (_, obj) in st.addrs.slots.iter().flatten() {
             visit.call(obj)?;
@@ -1399,9 +1219,9 @@ impl DatagramCore {
         let py = unsafe { Python::assume_attached() };
         if let Some(mut st) = self.st.try_borrow_mut(py) {
             let old = std::mem::take(&mut *st);
-            st.fd = -1;
-            st.closing = true;
-            st.conn_lost = 1;
+            st.c.fd = -1;
+            st.c.closing = true;
+            st.c.conn_lost = 1;
             drop(st);
             drop(old);
         }

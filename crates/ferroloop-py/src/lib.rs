@@ -16,6 +16,7 @@ mod fastcall;
 mod gil_cell;
 mod handles;
 mod sock;
+mod transport_common;
 mod transports;
 mod watchers;
 

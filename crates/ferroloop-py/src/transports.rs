@@ -26,19 +26,19 @@
 
 use std::collections::VecDeque;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 
 use crate::event_loop::LoopCore;
 use crate::gil_cell::GilCell;
+use crate::transport_common::{propagates, Common, NativeTransport};
 use crate::watchers::{os_error, Direction};
 
 /// asyncio's `_SelectorTransport.max_size`: the most one read takes.
 const MAX_READ: usize = 256 * 1024;
 /// asyncio's default high-water mark (`_FlowControlMixin`).
-const DEFAULT_HIGH: usize = 64 * 1024;
 /// Sends one flush may make when `resume_writing` keeps refilling an emptied queue.
 const MAX_FLUSH_ROUNDS: u32 = 16;
 /// At most this many chunks go into one `sendmsg` (Linux's `IOV_MAX`).
@@ -150,30 +150,17 @@ impl WriteQueue {
 }
 
 #[derive(Default)]
-struct TState {
-    loop_: Option<Py<LoopCore>>,
-    /// The Python `SocketTransport` this core belongs to (what protocols see).
-    transport: Option<Py<PyAny>>,
-    protocol: Option<Py<PyAny>>,
+pub(crate) struct TState {
+    /// The loop, the `SocketTransport`, the protocol, the fd and the flags and limits every
+    /// socket transport has (`read_cb`/`write_cb` are our `_read_ready`/`_write_ready`).
+    c: Common,
     /// `protocol.data_received`, or `protocol.buffer_updated` for a BufferedProtocol.
     on_data: Option<Py<PyAny>>,
     /// `protocol.get_buffer` for a BufferedProtocol.
     get_buffer: Option<Py<PyAny>>,
-    /// Our own bound `_read_ready` / `_write_ready`, the watchers' callbacks.
-    read_cb: Option<Py<PyAny>>,
-    write_cb: Option<Py<PyAny>>,
     empty_waiter: Option<Py<PyAny>>,
-    fd: i32,
-    closing: bool,
     eof: bool,
-    paused: bool,
-    conn_lost: u32,
-    protocol_connected: bool,
-    protocol_paused: bool,
-    writer_registered: bool,
     flush_scheduled: bool,
-    high: usize,
-    low: usize,
     queue: WriteQueue,
 }
 
@@ -187,28 +174,23 @@ pub struct TransportCore {
     st: GilCell<TState>,
 }
 
-fn propagates(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
-        || err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+impl NativeTransport for TransportCore {
+    type State = TState;
+
+    fn cell(&self) -> &GilCell<TState> {
+        &self.st
+    }
+
+    fn common(st: &mut TState) -> &mut Common {
+        &mut st.c
+    }
+
+    fn buffered(st: &TState) -> usize {
+        st.queue.size
+    }
 }
 
 impl TransportCore {
-    fn loop_core<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
-        self.st
-            .borrow_mut(py)
-            .loop_
-            .as_ref()
-            .map(|l| l.clone_ref(py).into_bound(py))
-    }
-
-    fn transport<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
-        self.st
-            .borrow_mut(py)
-            .transport
-            .as_ref()
-            .map(|t| t.clone_ref(py).into_bound(py))
-    }
-
     /// `transport._fatal_error(exc, message)` (Python: logging, exception handler, then
     /// `_force_close`).
     fn fatal(&self, py: Python<'_>, failure: Failure) -> PyResult<()> {
@@ -222,31 +204,6 @@ impl TransportCore {
         Ok(())
     }
 
-    fn set_watch(&self, py: Python<'_>, dir: Direction, on: bool) -> PyResult<()> {
-        let Some(lp) = self.loop_core(py) else {
-            return Ok(());
-        };
-        let (fd, cb) = {
-            let st = self.st.borrow_mut(py);
-            let cb = match dir {
-                Direction::Read => st.read_cb.as_ref(),
-                Direction::Write => st.write_cb.as_ref(),
-            };
-            (st.fd, cb.map(|c| c.clone_ref(py)))
-        };
-        if lp.get().is_closed_flag() {
-            return Ok(());
-        }
-        if on {
-            let Some(cb) = cb else { return Ok(()) };
-            let handle = LoopCore::new_io_handle(&lp, cb.bind(py))?;
-            let fdobj = fd.into_pyobject(py)?.into_any();
-            lp.get().add_watcher(py, &fdobj, dir, &handle)
-        } else {
-            lp.get().remove_watcher_fd(py, fd, dir, None).map(|_| ())
-        }
-    }
-
     /// Asks the loop to flush this transport after the current batch. Outside a running
     /// loop no batch ends before the next poll (which could wait forever for an answer to
     /// these very bytes), so it sends now, as asyncio's `write()` does.
@@ -254,10 +211,10 @@ impl TransportCore {
         let py = slf.py();
         let lp = {
             let st = slf.get().st.borrow_mut(py);
-            if st.flush_scheduled || st.writer_registered {
+            if st.flush_scheduled || st.c.writer_registered {
                 return Ok(());
             }
-            st.loop_.as_ref().map(|l| l.clone_ref(py))
+            st.c.loop_.as_ref().map(|l| l.clone_ref(py))
         };
         let Some(lp) = lp else { return Ok(()) };
         if !lp.get().is_running_flag() {
@@ -286,10 +243,10 @@ impl TransportCore {
             let outcome = {
                 let mut st = this.st.borrow_mut(py);
                 st.flush_scheduled = false;
-                if st.conn_lost > 0 || st.queue.is_empty() {
+                if st.c.conn_lost > 0 || st.queue.is_empty() {
                     return Ok(());
                 }
-                let fd = st.fd;
+                let fd = st.c.fd;
                 st.queue.send(py, fd)
             };
             if Self::send_failed(slf, outcome)? {
@@ -300,7 +257,7 @@ impl TransportCore {
             rounds += 1;
             let refilled = {
                 let st = this.st.borrow_mut(py);
-                st.conn_lost == 0 && !st.queue.is_empty()
+                st.c.conn_lost == 0 && !st.queue.is_empty()
             };
             if !drained || !refilled || rounds == MAX_FLUSH_ROUNDS {
                 break;
@@ -319,7 +276,7 @@ impl TransportCore {
             Err(e) => {
                 let (dropped, had_writer, waiter) = {
                     let mut st = this.st.borrow_mut(py);
-                    let had = std::mem::replace(&mut st.writer_registered, false);
+                    let had = std::mem::replace(&mut st.c.writer_registered, false);
                     (
                         st.queue.clear(),
                         had,
@@ -353,24 +310,24 @@ impl TransportCore {
         let this = slf.get();
         let (empty, had_writer) = {
             let st = this.st.borrow_mut(py);
-            (st.queue.is_empty(), st.writer_registered)
+            (st.queue.is_empty(), st.c.writer_registered)
         };
         if !empty {
             if !had_writer {
-                this.st.borrow_mut(py).writer_registered = true;
+                this.st.borrow_mut(py).c.writer_registered = true;
                 this.set_watch(py, Direction::Write, true)?;
             }
             return Ok(());
         }
         if had_writer {
-            this.st.borrow_mut(py).writer_registered = false;
+            this.st.borrow_mut(py).c.writer_registered = false;
             this.set_watch(py, Direction::Write, false)?;
         }
         let (waiter, closing, eof) = {
             let st = this.st.borrow_mut(py);
             (
                 st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
-                st.closing,
+                st.c.closing,
                 st.eof,
             )
         };
@@ -395,7 +352,7 @@ impl TransportCore {
     }
 
     fn shutdown_write(&self, py: Python<'_>) -> PyResult<()> {
-        let fd = self.st.borrow_mut(py).fd;
+        let fd = self.st.borrow_mut(py).c.fd;
         // SAFETY: `fd` is our socket's descriptor, open until connection_lost closes it.
         if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
             return Err(os_error(py, std::io::Error::last_os_error()));
@@ -407,84 +364,28 @@ impl TransportCore {
     fn finish_close(&self, py: Python<'_>) -> PyResult<()> {
         {
             let mut st = self.st.borrow_mut(py);
-            if st.conn_lost > 0 {
+            if st.c.conn_lost > 0 {
                 return Ok(());
             }
-            st.conn_lost += 1;
+            st.c.conn_lost += 1;
         }
-        let had_writer = std::mem::replace(&mut self.st.borrow_mut(py).writer_registered, false);
+        let had_writer = std::mem::replace(&mut self.st.borrow_mut(py).c.writer_registered, false);
         if had_writer {
             self.set_watch(py, Direction::Write, false)?;
         }
         self.schedule_connection_lost(py, py.None().into_bound(py))
     }
 
-    fn schedule_connection_lost(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> PyResult<()> {
-        let (Some(lp), Some(tr)) = (self.loop_core(py), self.transport(py)) else {
-            return Ok(());
-        };
-        let cb = tr.getattr(pyo3::intern!(py, "_call_connection_lost"))?;
-        LoopCore::call_soon_native(&lp, &cb, &PyTuple::new(py, [exc])?)
-    }
-
     fn size(&self, py: Python<'_>) -> usize {
         self.st.borrow_mut(py).queue.size
-    }
-
-    fn maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
-        {
-            let mut st = self.st.borrow_mut(py);
-            if st.queue.size <= st.high || st.protocol_paused {
-                return Ok(());
-            }
-            st.protocol_paused = true;
-        }
-        self.call_flow_control(py, "pause_writing")
-    }
-
-    fn maybe_resume_protocol(&self, py: Python<'_>) -> PyResult<()> {
-        {
-            let mut st = self.st.borrow_mut(py);
-            if !st.protocol_paused || st.queue.size > st.low {
-                return Ok(());
-            }
-            st.protocol_paused = false;
-        }
-        self.call_flow_control(py, "resume_writing")
-    }
-
-    /// `protocol.pause_writing()` / `resume_writing()`; a failure goes to the exception
-    /// handler (Python: `transport._flow_control_failed`).
-    fn call_flow_control(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        let protocol = self
-            .st
-            .borrow_mut(py)
-            .protocol
-            .as_ref()
-            .map(|p| p.clone_ref(py));
-        let Some(protocol) = protocol else {
-            return Ok(());
-        };
-        if let Err(err) = protocol.bind(py).call_method0(name) {
-            if propagates(py, &err) {
-                return Err(err);
-            }
-            if let Some(tr) = self.transport(py) {
-                tr.call_method1(
-                    pyo3::intern!(py, "_flow_control_failed"),
-                    (name, err.value(py)),
-                )?;
-            }
-        }
-        Ok(())
     }
 
     fn on_eof(&self, py: Python<'_>) -> PyResult<()> {
         let (protocol, tr) = {
             let st = self.st.borrow_mut(py);
             (
-                st.protocol.as_ref().map(|p| p.clone_ref(py)),
-                st.transport.as_ref().map(|t| t.clone_ref(py)),
+                st.c.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.c.transport.as_ref().map(|t| t.clone_ref(py)),
             )
         };
         if let Some(tr) = &tr {
@@ -646,16 +547,6 @@ impl TransportCore {
     }
 }
 
-impl LoopCore {
-    fn is_closed_flag(&self) -> bool {
-        self.closed.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn is_running_flag(&self) -> bool {
-        self.running.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
 #[pymethods]
 impl TransportCore {
     #[new]
@@ -668,11 +559,7 @@ impl TransportCore {
         let _ = py;
         Ok(Self {
             st: GilCell::new(TState {
-                loop_: Some(loop_.unbind()),
-                transport: Some(transport.unbind()),
-                fd,
-                high: DEFAULT_HIGH,
-                low: DEFAULT_HIGH / 4,
+                c: Common::new(loop_.unbind(), transport.unbind(), fd),
                 ..TState::default()
             }),
         })
@@ -684,8 +571,8 @@ impl TransportCore {
         let read = slf.getattr(pyo3::intern!(py, "_read_ready"))?.unbind();
         let write = slf.getattr(pyo3::intern!(py, "_write_ready"))?.unbind();
         let mut st = slf.get().st.borrow_mut(py);
-        st.read_cb = Some(read);
-        st.write_cb = Some(write);
+        st.c.read_cb = Some(read);
+        st.c.write_cb = Some(write);
         Ok(())
     }
 
@@ -701,77 +588,52 @@ impl TransportCore {
             (protocol.getattr(pyo3::intern!(py, "data_received"))?, None)
         };
         let mut st = self.st.borrow_mut(py);
-        st.protocol = Some(protocol.unbind());
+        st.c.protocol = Some(protocol.unbind());
         st.on_data = Some(on_data.unbind());
         st.get_buffer = get_buffer;
-        st.protocol_connected = true;
+        st.c.protocol_connected = true;
         Ok(())
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
-        self.st
-            .borrow_mut(py)
-            .protocol
-            .as_ref()
-            .map(|p| p.clone_ref(py))
-            .unwrap_or_else(|| py.None())
+        self.protocol_or_none(py)
     }
 
     fn is_closing(&self, py: Python<'_>) -> bool {
-        self.st.borrow_mut(py).closing
+        self.closing(py)
     }
 
     fn is_reading(&self, py: Python<'_>) -> bool {
-        let st = self.st.borrow_mut(py);
-        !st.closing && !st.paused
+        self.reading(py)
     }
 
     /// The reader asyncio adds after `connection_made` (only if still reading).
     fn _start_reading(&self, py: Python<'_>) -> PyResult<()> {
-        if !self.is_reading(py) {
-            return Ok(());
-        }
-        self.set_watch(py, Direction::Read, true)
+        self.start_reading(py)
     }
 
     /// Whether reading stopped (false if it was not reading).
     fn pause_reading(&self, py: Python<'_>) -> PyResult<bool> {
-        {
-            let mut st = self.st.borrow_mut(py);
-            if st.closing || st.paused {
-                return Ok(false);
-            }
-            st.paused = true;
-        }
-        self.set_watch(py, Direction::Read, false)?;
-        Ok(true)
+        self.pause(py)
     }
 
     /// Whether reading resumed (false if it was not paused or is closing).
     fn resume_reading(&self, py: Python<'_>) -> PyResult<bool> {
-        {
-            let mut st = self.st.borrow_mut(py);
-            if st.closing || !st.paused {
-                return Ok(false);
-            }
-            st.paused = false;
-        }
-        self.set_watch(py, Direction::Read, true)?;
-        Ok(true)
+        self.resume(py)
     }
 
     /// The readability watcher's callback.
     fn _read_ready(&self, py: Python<'_>) -> PyResult<()> {
         let (fd, on_data, get_buffer) = {
             let st = self.st.borrow_mut(py);
-            if st.conn_lost > 0 {
+            if st.c.conn_lost > 0 {
                 return Ok(());
             }
             let Some(on_data) = st.on_data.as_ref() else {
                 return Ok(());
             };
             (
-                st.fd,
+                st.c.fd,
                 on_data.clone_ref(py).into_bound(py),
                 st.get_buffer
                     .as_ref()
@@ -825,9 +687,9 @@ impl TransportCore {
             if len == 0 {
                 return Ok(());
             }
-            if st.conn_lost > 0 {
-                let warn = st.conn_lost >= 5; // asyncio's LOG_THRESHOLD_FOR_CONNLOST_WRITES
-                st.conn_lost += 1;
+            if st.c.conn_lost > 0 {
+                let warn = st.c.conn_lost >= 5; // asyncio's LOG_THRESHOLD_FOR_CONNLOST_WRITES
+                st.c.conn_lost += 1;
                 drop(st);
                 if warn {
                     py.import("logging")?
@@ -840,7 +702,7 @@ impl TransportCore {
         }
         let (over, waiting) = {
             let st = this.st.borrow_mut(py);
-            (st.queue.size > st.high, st.writer_registered)
+            (st.queue.size > st.c.high, st.c.writer_registered)
         };
         if over && !waiting {
             // Flow control must see what the kernel refuses: send now.
@@ -864,7 +726,7 @@ impl TransportCore {
         let this = slf.get();
         {
             let mut st = this.st.borrow_mut(py);
-            if st.closing || st.eof {
+            if st.c.closing || st.eof {
                 return Ok(());
             }
             st.eof = true;
@@ -878,16 +740,16 @@ impl TransportCore {
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        if this.st.borrow_mut(py).closing {
+        if this.st.borrow_mut(py).c.closing {
             return Ok(());
         }
         Self::flush_now(slf, false)?;
         {
             let mut st = this.st.borrow_mut(py);
-            if st.closing {
+            if st.c.closing {
                 return Ok(());
             }
-            st.closing = true;
+            st.c.closing = true;
         }
         this.set_watch(py, Direction::Read, false)?;
         if this.st.borrow_mut(py).queue.is_empty() {
@@ -908,12 +770,12 @@ impl TransportCore {
     fn _force_close(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         let (dropped, had_writer, was_closing) = {
             let mut st = self.st.borrow_mut(py);
-            if st.conn_lost > 0 {
+            if st.c.conn_lost > 0 {
                 return Ok(());
             }
-            let had = std::mem::replace(&mut st.writer_registered, false);
-            let was = std::mem::replace(&mut st.closing, true);
-            st.conn_lost += 1;
+            let had = std::mem::replace(&mut st.c.writer_registered, false);
+            let was = std::mem::replace(&mut st.c.closing, true);
+            st.c.conn_lost += 1;
             (st.queue.clear(), had, was)
         };
         drop(dropped);
@@ -937,8 +799,7 @@ impl TransportCore {
     }
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
-        let st = self.st.borrow_mut(py);
-        (st.low, st.high)
+        self.limits(py)
     }
 
     #[pyo3(signature = (high=None, low=None))]
@@ -948,31 +809,7 @@ impl TransportCore {
         high: Option<Bound<'_, PyAny>>,
         low: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        // asyncio's arithmetic, on Python ints (so odd values raise what asyncio raises).
-        let high_v: Bound<'_, PyAny> = match (&high, &low) {
-            (Some(h), _) => h.clone(),
-            (None, None) => DEFAULT_HIGH.into_pyobject(py)?.into_any(),
-            (None, Some(l)) => l.call_method1(pyo3::intern!(py, "__mul__"), (4,))?,
-        };
-        let low_v: Bound<'_, PyAny> = match &low {
-            Some(l) => l.clone(),
-            None => high_v.call_method1(pyo3::intern!(py, "__floordiv__"), (4,))?,
-        };
-        let zero = 0i64.into_pyobject(py)?;
-        let ok = high_v.ge(&low_v)? && low_v.ge(&zero)?;
-        if !ok {
-            return Err(PyValueError::new_err(format!(
-                "high ({}) must be >= low ({}) must be >= 0",
-                high_v.repr()?,
-                low_v.repr()?
-            )));
-        }
-        {
-            let mut st = self.st.borrow_mut(py);
-            st.high = high_v.extract()?;
-            st.low = low_v.extract()?;
-        }
-        self.maybe_pause_protocol(py)
+        self.set_limits(py, high, low)
     }
 
     fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
@@ -1009,33 +846,25 @@ impl TransportCore {
 
     /// `(reading, writing)`: whether each watcher is registered (for repr).
     fn _polling(&self, py: Python<'_>) -> (bool, bool) {
-        let st = self.st.borrow_mut(py);
-        (
-            !st.closing && !st.paused && st.conn_lost == 0,
-            st.writer_registered,
-        )
+        self.polling(py)
     }
 
     /// Whether the protocol was told to pause writing (asyncio's `_protocol_paused`).
     fn _protocol_paused(&self, py: Python<'_>) -> bool {
-        self.st.borrow_mut(py).protocol_paused
+        self.protocol_paused(py)
     }
 
     /// Whether connection_lost is still to be called (`_protocol_connected`).
     fn _protocol_connected(&self, py: Python<'_>) -> bool {
-        self.st.borrow_mut(py).protocol_connected
+        self.protocol_connected(py)
     }
 
     /// After `connection_lost`: let go of everything (breaks the transport/protocol cycle).
     fn _release(&self, py: Python<'_>) {
         let old = std::mem::take(&mut *self.st.borrow_mut(py));
         let mut st = self.st.borrow_mut(py);
-        st.fd = old.fd;
-        st.closing = true;
-        st.conn_lost = old.conn_lost.max(1);
+        st.c = old.c.released(old.c.fd);
         st.eof = old.eof;
-        st.high = old.high;
-        st.low = old.low;
         drop(st);
         drop(old);
     }
@@ -1044,20 +873,9 @@ impl TransportCore {
         let Some(st) = self.st.try_borrow_unguarded() else {
             return Ok(()); // busy: what it holds stays alive this round, which is safe
         };
-        for obj in [
-            &st.loop_.as_ref().map(|l| l.as_any()),
-            &st.transport.as_ref(),
-            &st.protocol.as_ref(),
-            &st.on_data.as_ref(),
-            &st.get_buffer.as_ref(),
-            &st.read_cb.as_ref(),
-            &st.write_cb.as_ref(),
-            &st.empty_waiter.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            visit.call(*obj)?;
+        let own = [&st.on_data, &st.get_buffer, &st.empty_waiter];
+        for obj in st.c.objects().chain(own.into_iter().flatten()) {
+            visit.call(obj)?;
         }
         Ok(())
     }
