@@ -28,11 +28,12 @@ import socket
 import stat
 import sys
 import warnings
-from asyncio import futures, transports, trsock
+from asyncio import transports
 from typing import Any
 
 from . import _native
 from .connections import _set_reuseport
+from .transports import NativeSocketTransport
 
 __all__ = ["DatagramMethods", "DatagramTransport", "make_datagram_transport"]
 
@@ -45,33 +46,18 @@ _SEND_EMPTY = _PY313
 _HEADER_SIZE = 8 if _PY313 else 0
 
 
-class DatagramTransport(transports.Transport, transports.DatagramTransport):
+class DatagramTransport(NativeSocketTransport, transports.Transport, transports.DatagramTransport):
     """A datagram transport over a UDP or Unix datagram socket (connected or not)."""
 
     # asyncio's _SelectorTransport.max_size: the largest datagram one read takes.
     max_size = 256 * 1024
-
-    # The destructor reads it even if __init__ failed early.
-    _sock: socket.socket | None = None
 
     def __init__(
         self, loop: Any, sock: socket.socket, protocol: Any, address: Any = None,
         waiter: Any = None, extra: Any = None,
     ) -> None:
         super().__init__(extra)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
-        self._loop = loop
-        self._sock = sock
-        self._sock_fd = sock.fileno()
+        self._init_socket(loop, sock)
         self._address = address
         core = _native.DatagramCore(
             loop, self, sock, self._sock_fd, int(sock.family), bool(self._extra["peername"]),
@@ -84,106 +70,16 @@ class DatagramTransport(transports.Transport, transports.DatagramTransport):
         # (unless a subclass has its own sendto).
         if type(self).sendto is DatagramTransport.sendto:
             self.sendto = core.sendto
-        loop._transports[self._sock_fd] = self
-        loop.call_soon(protocol.connection_made, self)
-        # Reading starts only once connection_made() has run.
-        loop.call_soon(core._start_reading)
-        if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
-
-    def __repr__(self) -> str:
-        info = [self.__class__.__name__]
-        if self._sock is None:
-            info.append("closed")
-        elif self._core.is_closing():
-            info.append("closing")
-        info.append(f"fd={self._sock_fd}")
-        if self._loop is not None and not self._loop.is_closed():
-            reading, writing = self._core._polling()
-            info.append("read=polling" if reading else "read=idle")
-            state = "polling" if writing else "idle"
-            info.append(f"write=<{state}, bufsize={self._core.get_write_buffer_size()}>")
-        return "<{}>".format(" ".join(info))
+        self._start(protocol, waiter)
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         if self._sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._sock.close()
 
-    # -- the public transport API (native) ---------------------------------------------------
-
     def sendto(self, data: Any, addr: Any = None) -> None:  # type: ignore[override]
         # Shadowed per instance by the native method (see __init__); kept for the class API.
         self._core.sendto(data, addr)
-
-    def close(self) -> None:
-        self._core.close()
-
-    def abort(self) -> None:
-        self._core.abort()
-
-    def is_closing(self) -> bool:
-        return self._core.is_closing()
-
-    def is_reading(self) -> bool:
-        return self._core.is_reading()
-
-    def pause_reading(self) -> None:
-        if self._core.pause_reading() and self._loop.get_debug():
-            logger.debug("%r pauses reading", self)
-
-    def resume_reading(self) -> None:
-        if self._core.resume_reading() and self._loop.get_debug():
-            logger.debug("%r resumes reading", self)
-
-    def set_protocol(self, protocol: Any) -> None:
-        self._core.set_protocol(protocol)
-
-    def get_protocol(self) -> Any:
-        return self._core.get_protocol()
-
-    def get_write_buffer_size(self) -> int:
-        return self._core.get_write_buffer_size()
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._core.get_write_buffer_limits()
-
-    def set_write_buffer_limits(self, high: Any = None, low: Any = None) -> None:
-        self._core.set_write_buffer_limits(high, low)
-
-    @property
-    def _protocol(self) -> Any:
-        return self._core.get_protocol()
-
-    @property
-    def _protocol_paused(self) -> bool:
-        return self._core._protocol_paused()
-
-    # -- called by the native core -----------------------------------------------------------
-
-    def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=exc)
-        else:
-            self._loop.call_exception_handler({
-                "message": message,
-                "exception": exc,
-                "transport": self,
-                "protocol": self._core.get_protocol(),
-            })
-        self._core._force_close(exc)
-
-    def _force_close(self, exc: BaseException | None) -> None:
-        self._core._force_close(exc)
-
-    def _flow_control_failed(self, which: str, exc: BaseException) -> None:
-        self._loop.call_exception_handler({
-            "message": f"protocol.{which}() failed",
-            "exception": exc,
-            "transport": self,
-            "protocol": self._core.get_protocol(),
-        })
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         core = self._core

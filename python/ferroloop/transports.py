@@ -25,7 +25,7 @@ from typing import Any
 
 from . import _native
 
-__all__ = ["SocketTransport", "make_socket_transport", "sendfile"]
+__all__ = ["NativeSocketTransport", "SocketTransport", "make_socket_transport", "sendfile"]
 
 # Chunk size of sendfile's read-and-write fallback.
 _SENDFILE_FALLBACK_CHUNK = 16 * 1024
@@ -43,56 +43,42 @@ def _set_nodelay(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class SocketTransport(transports.Transport):
-    """A stream transport over a connected socket (TCP or Unix)."""
+class NativeSocketTransport:
+    """What asyncio's ``_SelectorTransport`` is to its socket transports, for ferroloop's:
+    the cold Python half of a transport whose per-packet work is a native core
+    (``self._core``: ``TransportCore`` or ``DatagramCore``, which share
+    ``transport_common.rs``). Mixed in before the asyncio transport classes, so that
+    ``isinstance`` checks see what asyncio's transports are."""
 
-    # Read by asyncio's sendfile machinery (loop.sendfile) to pick the zero-copy path.
-    _start_tls_compatible = True
-
+    _core: Any
+    _loop: Any
     # The destructor reads it even if __init__ failed early.
     _sock: socket.socket | None = None
 
-    def __init__(
-        self, loop: Any, sock: socket.socket, protocol: Any, waiter: Any = None,
-        extra: Any = None, server: Any = None,
-    ) -> None:
-        super().__init__(extra)
-        self._extra["socket"] = trsock.TransportSocket(sock)
+    def _init_socket(self, loop: Any, sock: socket.socket) -> None:
+        """The extra info and attributes every socket transport has (asyncio's names)."""
+        extra = self._extra  # type: ignore[attr-defined]
+        extra["socket"] = trsock.TransportSocket(sock)
         try:
-            self._extra["sockname"] = sock.getsockname()
+            extra["sockname"] = sock.getsockname()
         except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
+            extra["sockname"] = None
+        if "peername" not in extra:
             try:
-                self._extra["peername"] = sock.getpeername()
+                extra["peername"] = sock.getpeername()
             except OSError:
-                self._extra["peername"] = None
+                extra["peername"] = None
         self._loop = loop
         self._sock = sock
         self._sock_fd = sock.fileno()
-        self._server = server
-        core = _native.TransportCore(loop, self, self._sock_fd)
-        core._bind_callbacks()
-        self._core = core
-        # The per-packet methods, bound straight to the core: `transport.write(data)` is then
-        # one native call, with no Python frame in between (subclasses keep the class's methods,
-        # which do the same and serve super() calls and introspection).
-        # Plain attribute stores, not setattr() in a loop: CPython keeps the instance's
-        # attributes in its fast shared-key layout then (measured: 300 fewer instructions
-        # per echo round trip).
-        if type(self) is SocketTransport:
-            self.write = core.write
-            self.writelines = core.writelines
-            self.is_closing = core.is_closing
-            self.is_reading = core.is_reading
-        core.set_protocol(protocol)
-        if server is not None:
-            server._attach(self)
+
+    def _start(self, protocol: Any, waiter: Any) -> None:
+        """asyncio's order: ``connection_made`` soon, reading after it, then the waiter."""
+        loop = self._loop
         loop._transports[self._sock_fd] = self
-        _set_nodelay(sock)
         loop.call_soon(protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
-        loop.call_soon(core._start_reading)
+        loop.call_soon(self._core._start_reading)
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
@@ -110,30 +96,7 @@ class SocketTransport(transports.Transport):
             info.append(f"write=<{state}, bufsize={self._core._buffer_size()}>")
         return "<{}>".format(" ".join(info))
 
-    def __del__(self, _warn: Any = warnings.warn) -> None:
-        if self._sock is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
-            # A server connection collected without connection_lost must not keep the
-            # server's wait_closed() waiting (asyncio 3.13 detaches here too).
-            server = self._server
-            self._server = None
-            if server is not None:
-                server._detach(self)
-
     # -- the public transport API (native) ---------------------------------------------------
-
-    def write(self, data: Any) -> None:
-        self._core.write(data)
-
-    def writelines(self, list_of_data: Any) -> None:
-        self._core.writelines(list_of_data)
-
-    def write_eof(self) -> None:
-        self._core.write_eof()
-
-    def can_write_eof(self) -> bool:
-        return True
 
     def close(self) -> None:
         self._core.close()
@@ -204,6 +167,63 @@ class SocketTransport(transports.Transport):
             "transport": self,
             "protocol": self._core.get_protocol(),
         })
+
+
+class SocketTransport(NativeSocketTransport, transports.Transport):
+    """A stream transport over a connected socket (TCP or Unix)."""
+
+    # Read by asyncio's sendfile machinery (loop.sendfile) to pick the zero-copy path.
+    _start_tls_compatible = True
+
+    def __init__(
+        self, loop: Any, sock: socket.socket, protocol: Any, waiter: Any = None,
+        extra: Any = None, server: Any = None,
+    ) -> None:
+        super().__init__(extra)
+        self._init_socket(loop, sock)
+        self._server = server
+        core = _native.TransportCore(loop, self, self._sock_fd)
+        core._bind_callbacks()
+        self._core = core
+        # The per-packet methods, bound straight to the core: `transport.write(data)` is then
+        # one native call, with no Python frame in between (subclasses keep the class's methods,
+        # which do the same and serve super() calls and introspection).
+        # Plain attribute stores, not setattr() in a loop: CPython keeps the instance's
+        # attributes in its fast shared-key layout then (measured: 300 fewer instructions
+        # per echo round trip).
+        if type(self) is SocketTransport:
+            self.write = core.write
+            self.writelines = core.writelines
+            self.is_closing = core.is_closing
+            self.is_reading = core.is_reading
+        core.set_protocol(protocol)
+        if server is not None:
+            server._attach(self)
+        _set_nodelay(sock)
+        self._start(protocol, waiter)
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+            # A server connection collected without connection_lost must not keep the
+            # server's wait_closed() waiting (asyncio 3.13 detaches here too).
+            server = self._server
+            self._server = None
+            if server is not None:
+                server._detach(self)
+
+    def write(self, data: Any) -> None:
+        self._core.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self._core.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        self._core.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return True
 
     def _log_eof(self) -> None:
         if self._loop.get_debug():

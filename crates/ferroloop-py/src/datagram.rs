@@ -1145,6 +1145,11 @@ impl DatagramCore {
         self.st.borrow_mut(py).size
     }
 
+    /// The same, under the name the stream core gives its size without a flush (for repr).
+    fn _buffer_size(&self, py: Python<'_>) -> usize {
+        self.st.borrow_mut(py).size
+    }
+
     fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
         self.limits(py)
     }
