@@ -98,6 +98,16 @@ def run(loop, coro, timeout: float = 5.0):
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
+async def until(pred, timeout: float = 3.0) -> None:
+    """Yield to the running loop until ``pred()`` holds; AssertionError after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.001)
+
+
 def loop_in_subprocess_src(kind: str) -> str:
     """Python source that binds ``new_loop`` to the factory of ``kind`` (for child processes)."""
     if kind == "asyncio":

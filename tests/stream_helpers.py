@@ -13,6 +13,8 @@ import socket
 import sys
 from collections.abc import Iterator
 
+from conftest import until  # noqa: F401  (re-exported for the stream tests)
+
 # asyncio 3.12.1 made Server.wait_closed wait for the server's connections; ferroloop does on
 # every version (DESIGN.md §4). Tests check each loop against what it promises.
 ASYNCIO_WAIT_CLOSED_WAITS = sys.version_info >= (3, 12, 1)
@@ -143,11 +145,3 @@ def open_fds() -> set[int]:
     return {int(n) for n in os.listdir("/proc/self/fd")}
 
 
-async def until(pred, timeout: float = 3.0) -> None:
-    """Yield to the loop until ``pred()`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.001)

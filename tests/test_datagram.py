@@ -18,7 +18,7 @@ import sys
 import warnings
 
 import pytest
-from conftest import run
+from conftest import run, until
 
 PY312 = sys.version_info >= (3, 12)
 PY313 = sys.version_info >= (3, 13)
@@ -95,15 +95,6 @@ class Echo(Recorder):
     def datagram_received(self, data, addr):
         super().datagram_received(data, addr)
         self.transport.sendto(b"echo:" + data, addr)
-
-
-async def until(pred, timeout=3.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.001)
 
 
 def free_udp_port(host="127.0.0.1", family=socket.AF_INET):

@@ -12,7 +12,7 @@ import struct
 import warnings
 
 import pytest
-from conftest import run
+from conftest import run, until
 
 
 class Recorder(asyncio.Protocol):
@@ -48,15 +48,6 @@ class Recorder(asyncio.Protocol):
 
     def resume_writing(self):
         self.events.append("resume")
-
-
-async def until(pred, timeout=3.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.001)
 
 
 async def make(loop, proto, family=socket.AF_UNIX):
