@@ -13,8 +13,6 @@ import socket
 import sys
 from collections.abc import Iterator
 
-from conftest import until  # noqa: F401  (re-exported for the stream tests)
-
 # asyncio 3.12.1 made Server.wait_closed wait for the server's connections; ferroloop does on
 # every version (DESIGN.md §4). Tests check each loop against what it promises.
 ASYNCIO_WAIT_CLOSED_WAITS = sys.version_info >= (3, 12, 1)

@@ -18,14 +18,13 @@ import ssl
 import sys
 
 import pytest
-from conftest import run
+from conftest import run, until
 from stream_helpers import (
     EchoProtocol,
     Recorder,
     bind_error_text,
     resolve_to,
     tcp_info,
-    until,
     wait_closed_waits,
 )
 

@@ -13,7 +13,7 @@ import socket
 import tempfile
 
 import pytest
-from conftest import run
+from conftest import run, until
 
 
 @pytest.fixture
@@ -28,16 +28,6 @@ def pair():
         b.close()
 
 
-async def _until(pred, timeout=2.0):
-    """Yield to the loop until ``pred()`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.001)
-
-
 def test_reader_runs_with_its_arguments_when_data_arrives(loop, pair):
     a, b = pair
     got = []
@@ -50,7 +40,7 @@ def test_reader_runs_with_its_arguments_when_data_arrives(loop, pair):
         await asyncio.sleep(0.01)
         assert got == []  # nothing to read yet
         b.send(b"ping")
-        await _until(lambda: got)
+        await until(lambda: got)
         assert loop.remove_reader(a) is True
         return got
 
@@ -65,7 +55,7 @@ def test_reader_is_level_triggered(loop, pair):
     async def main():
         loop.add_reader(a.fileno(), calls.append, 1)
         b.send(b"x")
-        await _until(lambda: len(calls) >= 3)
+        await until(lambda: len(calls) >= 3)
         loop.remove_reader(a.fileno())
         n = len(calls)
         await asyncio.sleep(0.02)
@@ -100,7 +90,7 @@ def test_adding_again_replaces_the_reader(loop, pair):
         loop.add_reader(a, calls.append, "old")
         loop.add_reader(a, lambda: calls.append("new") or a.recv(100))
         b.send(b"x")
-        await _until(lambda: calls)
+        await until(lambda: calls)
         await asyncio.sleep(0.01)
         loop.remove_reader(a)
 
@@ -114,7 +104,7 @@ def test_writer_runs_while_writable(loop, pair):
 
     async def main():
         loop.add_writer(a, calls.append, "w")
-        await _until(lambda: len(calls) >= 2)
+        await until(lambda: len(calls) >= 2)
         assert loop.remove_writer(a)
 
     run(loop, main())
@@ -128,10 +118,10 @@ def test_reader_and_writer_on_one_fd_are_independent(loop, pair):
     async def main():
         loop.add_reader(a, lambda: reads.append(a.recv(10)))
         loop.add_writer(a, writes.append, 1)
-        await _until(lambda: writes)
+        await until(lambda: writes)
         assert loop.remove_writer(a)
         b.send(b"r")
-        await _until(lambda: reads)
+        await until(lambda: reads)
         n = len(writes)
         await asyncio.sleep(0.01)
         assert len(writes) == n  # the writer is gone, the reader stayed
@@ -201,7 +191,7 @@ def test_reader_can_replace_itself(loop, pair):
     async def main():
         loop.add_reader(a, first)
         b.send(b"12")
-        await _until(lambda: len(calls) == 2)
+        await until(lambda: len(calls) == 2)
 
     run(loop, main())
     assert calls == [("first", b"1"), ("second", b"2")]
@@ -280,7 +270,7 @@ def test_close_drops_watchers(loop_factory, pair):
         async def main():
             lp2.add_reader(a, lambda: got.append(a.recv(10)))
             b.send(b"z")
-            await _until(lambda: got)
+            await until(lambda: got)
             lp2.remove_reader(a)
 
         run(lp2, main())
@@ -305,7 +295,7 @@ def test_reader_runs_in_the_context_of_add_reader(loop, pair):
         loop.add_reader(a, on_readable)
         var.set("after-add")
         b.send(b"x")
-        await _until(lambda: seen)
+        await until(lambda: seen)
         return var.get()
 
     assert run(loop, main()) == "after-add"
@@ -325,7 +315,7 @@ def test_exception_in_reader_goes_to_the_handler_and_the_loop_goes_on(loop, pair
     async def main():
         loop.add_reader(a, boom)
         b.send(b"x")
-        await _until(lambda: errors)
+        await until(lambda: errors)
         return "still running"
 
     assert run(loop, main()) == "still running"
@@ -347,7 +337,7 @@ def test_writer_sees_hangup_of_the_peer(loop, pair):
     async def main():
         loop.add_reader(a, on_readable)
         b.close()
-        await _until(lambda: results)
+        await until(lambda: results)
 
     run(loop, main())
     assert results == [b""]
@@ -369,7 +359,7 @@ def test_watchers_keep_the_loop_polling(loop, pair):
         loop.add_reader(a, lambda: got.append(a.recv(10)))
         loop.call_soon(spin)
         b.send(b"busy")
-        await _until(lambda: got)
+        await until(lambda: got)
         loop.remove_reader(a)
 
     run(loop, main())
@@ -419,7 +409,7 @@ def test_fd_reuse_never_reaches_the_old_reader(ferro_loop):
         try:
             loop.add_reader(c.fileno(), lambda: new_calls.append(c.recv(100)))
             d.send(b"for the new reader")
-            await _until(lambda: new_calls)
+            await until(lambda: new_calls)
             assert loop.remove_reader(c.fileno()) is True
         finally:
             c.close()
@@ -444,7 +434,7 @@ def test_fd_reuse_with_a_writer_does_not_wake_the_old_reader(ferro_loop):
         try:
             d.send(b"readable, but nobody asked")
             loop.add_writer(fd, writes.append, "w")
-            await _until(lambda: len(writes) >= 3)
+            await until(lambda: len(writes) >= 3)
             assert loop.remove_writer(fd) is True
             assert loop.remove_reader(fd) is False  # the stale reader went with its file
         finally:
@@ -524,7 +514,7 @@ def test_fd_reuse_under_load(ferro_loop):
             if rng.random() < 0.3:
                 await asyncio.sleep(0)
         # Every open connection, including those on reused fd numbers, gets all its data.
-        await _until(lambda: all(c.received == c.sent for c in conns), timeout=10)
+        await until(lambda: all(c.received == c.sent for c in conns), timeout=10)
         for c in conns:
             c.close(unregister=True)
 
