@@ -1,11 +1,11 @@
 """Side-by-side HTTP benchmarks: real servers and a real client on every loop, load from wrk.
 
-Issue 6 asks that users who run uvicorn or aiohttp see the speed: ferroloop must serve
-≥ 1.15× uvloop's requests per wall second and per server CPU-second on every row. This script
-checks that in the style of bench_core.py and bench_io.py (whose tables and JSON writer it
-reuses): all loops in one run, R interleaved rounds with the loop order rotated each round,
-medians, ratios to uvloop, a spread table, and correctness checks, so that a broken loop never
-produces a fast number.
+Issue 6 asks that users who run uvicorn or aiohttp see the speed: ferroloop must serve ≥ 1.15×
+uvloop's requests per wall second and per server CPU-second on every row. This script checks
+that in the style of bench_core.py and bench_io.py, with the tables and JSON writer of
+harness.py that they share: all loops in one run, R interleaved rounds with the loop order
+rotated each round, medians, ratios to uvloop, a spread table, and correctness checks, so that a
+broken loop never produces a fast number.
 
 The rows (see --list):
 
@@ -56,26 +56,34 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench_core import (
+from harness import (
     CheckFailed,
     Results,
     Sample,
+    add_list_option,
+    add_selection_options,
+    exit_status,
     expect,
-    markdown_table,
-    spread_table,
+    loop_table,
+    loops_and_machine,
+    pin_cpus,
+    print_failures,
+    print_header,
+    print_rate_tables,
+    print_spreads,
+    record_failure,
+    report_unavailable,
+    run_rounds,
+    select_rows,
+    uvloop_target_lines,
     write_json,
 )
 from http_apps import BODY_10K, PLAINTEXT, fixed_loop_name
 from loop_registry import (
-    KNOWN_LOOPS,
     LoopSpec,
-    format_machine_line,
-    machine_info,
-    parse_loop_names,
-    resolve_loops,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -106,7 +114,7 @@ end
 
 @dataclass(frozen=True)
 class HttpRow:
-    # key, title and ops are the attributes bench_core's table and JSON code read.
+    # key, title and ops are the attributes harness's tables and JSON writer read.
     key: str
     title: str
     kind: str  # "uvicorn" | "aiohttp" (servers under wrk) | "client" (aiohttp client)
@@ -433,7 +441,6 @@ def run_benchmarks(
     rows: list[HttpRow], specs: list[LoopSpec], rounds: int, env: Env, script: Path
 ) -> Results:
     results = Results()
-    usable = [spec for spec in specs if spec.available]
 
     def attempt(spec: LoopSpec, row: HttpRow, round_no: int) -> HttpSample | None:
         if (row.key, spec.name) in results.failures:
@@ -443,41 +450,16 @@ def run_benchmarks(
                 return measure_client(row, spec, round_no, env)
             return measure_server(row, spec, round_no, env, script)
         except Exception as exc:  # noqa: BLE001 -- a broken loop may raise anything
-            results.failures[(row.key, spec.name)] = f"{type(exc).__name__}: {exc}"
-            print(
-                f"  FAILED {row.key} on {spec.name}: {type(exc).__name__}: {exc}", file=sys.stderr
-            )
+            record_failure(results, row, spec, f"{type(exc).__name__}: {exc}")
             return None
 
-    for round_no in range(1, rounds + 1):
-        started = time.perf_counter()
-        shift = (round_no - 1) % max(1, len(usable))
-        order = usable[shift:] + usable[:shift]
-        for row in rows:
-            for spec in order:
-                sample = attempt(spec, row, round_no)
-                if sample is not None:
-                    results.samples.append(sample)
-        print(
-            f"round {round_no}/{rounds} done in {time.perf_counter() - started:.1f} s "
-            f"(order: {', '.join(spec.name for spec in order)})",
-            file=sys.stderr,
-            flush=True,
-        )
+    run_rounds(rows, specs, rounds, results, attempt, warm_up=False)
     return results
 
 
 # ------------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------------
-
-
-def cpu_view(results: Results) -> Results:
-    """The samples with CPU seconds in place of wall seconds (for the CPU spread table)."""
-    return Results(
-        samples=[replace(sample, wall_s=max(sample.cpu_s, 1e-9)) for sample in results.samples],
-        failures=results.failures,
-    )
 
 
 def _samples(results: Results, row: str, loop: str) -> list[HttpSample]:
@@ -490,50 +472,34 @@ def _samples(results: Results, row: str, loop: str) -> list[HttpSample]:
 
 def latency_table(results: Results, rows: list[HttpRow], specs: list[LoopSpec]) -> str:
     """Median over rounds of each run's latency mean and p99, in milliseconds."""
-    usable = [spec for spec in specs if spec.available]
-    lines = [
-        "| row | " + " | ".join(spec.name for spec in usable) + " |",
-        "| --- |" + " ---: |" * len(usable),
-    ]
-    for row in rows:
-        cells = [row.title]
-        for spec in usable:
-            if (row.key, spec.name) in results.failures:
-                cells.append("FAIL")
-                continue
-            samples = _samples(results, row.key, spec.name)
-            if not samples:
-                cells.append("-")
-                continue
-            mean = statistics.median(s.latency_mean_us or 0.0 for s in samples) / 1e3
-            p99 = statistics.median(s.latency_p99_us or 0.0 for s in samples) / 1e3
-            cells.append(f"{mean:.2f} / {p99:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+    def latency(row: HttpRow, spec: LoopSpec) -> str:
+        if (row.key, spec.name) in results.failures:
+            return "FAIL"
+        samples = _samples(results, row.key, spec.name)
+        if not samples:
+            return "-"
+        mean = statistics.median(s.latency_mean_us or 0.0 for s in samples) / 1e3
+        p99 = statistics.median(s.latency_p99_us or 0.0 for s in samples) / 1e3
+        return f"{mean:.2f} / {p99:.2f}"
+
+    return loop_table(rows, specs, latency)
 
 
 def per_request_table(results: Results, rows: list[HttpRow], specs: list[LoopSpec]) -> str:
     """Median µs of CPU per request of the process under test, user + system."""
-    usable = [spec for spec in specs if spec.available]
-    lines = [
-        "| row | " + " | ".join(spec.name for spec in usable) + " |",
-        "| --- |" + " ---: |" * len(usable),
-    ]
-    for row in rows:
-        cells = [row.title]
-        for spec in usable:
-            if (row.key, spec.name) in results.failures:
-                cells.append("FAIL")
-                continue
-            samples = _samples(results, row.key, spec.name)
-            if not samples:
-                cells.append("-")
-                continue
-            user = statistics.median((s.user_s or 0.0) / s.ops for s in samples) * 1e6
-            system = statistics.median((s.sys_s or 0.0) / s.ops for s in samples) * 1e6
-            cells.append(f"{user:.1f} + {system:.1f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+    def split(row: HttpRow, spec: LoopSpec) -> str:
+        if (row.key, spec.name) in results.failures:
+            return "FAIL"
+        samples = _samples(results, row.key, spec.name)
+        if not samples:
+            return "-"
+        user = statistics.median((s.user_s or 0.0) / s.ops for s in samples) * 1e6
+        system = statistics.median((s.sys_s or 0.0) / s.ops for s in samples) * 1e6
+        return f"{user:.1f} + {system:.1f}"
+
+    return loop_table(rows, specs, split)
 
 
 def busy_table(results: Results, rows: list[HttpRow], specs: list[LoopSpec]) -> str:
@@ -542,21 +508,14 @@ def busy_table(results: Results, rows: list[HttpRow], specs: list[LoopSpec]) -> 
     A server under 32 connections of wrk should be busy nearly 100% of the time; when it is
     clearly less, something else set the pace (other processes on its CPU, or the load
     generator), and its wall rate says more about the machine than about the loop."""
-    usable = [spec for spec in specs if spec.available]
-    lines = [
-        "| row | " + " | ".join(spec.name for spec in usable) + " |",
-        "| --- |" + " ---: |" * len(usable),
-    ]
-    for row in rows:
-        cells = [row.title]
-        for spec in usable:
-            samples = _samples(results, row.key, spec.name)
-            if (row.key, spec.name) in results.failures or not samples:
-                cells.append("-")
-                continue
-            cells.append(f"{statistics.median(s.cpu_s / s.wall_s for s in samples):.0%}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+    def busy(row: HttpRow, spec: LoopSpec) -> str:
+        samples = _samples(results, row.key, spec.name)
+        if (row.key, spec.name) in results.failures or not samples:
+            return "-"
+        return f"{statistics.median(s.cpu_s / s.wall_s for s in samples):.0%}"
+
+    return loop_table(rows, specs, busy)
 
 
 def paired_table(results: Results, rows: list[HttpRow], specs: list[LoopSpec]) -> str:
@@ -587,31 +546,6 @@ def paired_table(results: Results, rows: list[HttpRow], specs: list[LoopSpec]) -
             cells.append(f"{statistics.median(ratios):.2f}× [{min(ratios):.2f}–{max(ratios):.2f}]")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def target_lines(results: Results, rows: list[HttpRow]) -> list[str]:
-    lines = []
-    for row in rows:
-        for kind, unit in (
-            ("wall", "wall second"),
-            ("cpu", "CPU-second of the process under test"),
-        ):
-            if (row.key, "ferroloop") in results.failures or (
-                row.key,
-                "uvloop",
-            ) in results.failures:
-                continue
-            ours = results.median(row.key, "ferroloop", kind)
-            base = results.median(row.key, "uvloop", kind)
-            if ours is None or base is None:
-                continue
-            value = ours / base
-            verdict = "met" if value >= TARGET else "NOT met"
-            lines.append(
-                f"- {row.key}: ferroloop ÷ uvloop per {unit} = {value:.2f}× "
-                f"(target ≥ {TARGET:g}×): {verdict}"
-            )
-    return lines
 
 
 # ------------------------------------------------------------------------------------------------
@@ -669,9 +603,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--warmup", type=float, help="seconds of unrecorded load first (default 1; 1 with --quick)"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of 1 s")
-    parser.add_argument("--loops", help=f"comma-separated subset of {','.join(KNOWN_LOOPS)}")
-    parser.add_argument("--only", help="comma-separated row keys (see --list)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every raw sample here")
+    add_selection_options(parser)
     parser.add_argument(
         "--connections", type=int, default=32, help="concurrent connections (default 32)"
     )
@@ -685,7 +617,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=60.0, help="extra seconds a measurement may take"
     )
-    parser.add_argument("--list", action="store_true", help="list the rows and exit")
+    add_list_option(parser)
     args = parser.parse_args(argv)
     if args.rounds is None:
         args.rounds = 2 if args.quick else 5
@@ -704,14 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in ROWS:
             print(f"{row.key:18} {row.title:36} op = {row.ops}")
         return 0
-    if args.only:
-        keys = [key.strip() for key in args.only.split(",") if key.strip()]
-        unknown = [key for key in keys if key not in ROWS_BY_KEY]
-        if unknown:
-            raise SystemExit(f"unknown row(s): {', '.join(unknown)}; see --list")
-        rows = [row for row in ROWS if row.key in keys]
-    else:
-        rows = list(ROWS)
+    rows = select_rows(ROWS, args.only)
 
     wrk: str | None = None
     if any(row.kind != "client" for row in rows):
@@ -732,20 +657,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    pin: tuple[int, int] | None = None
-    cpus = sorted(os.sched_getaffinity(0))
-    if not args.no_pin and len(cpus) >= 2:
-        pin = (cpus[0], cpus[1])
+    pin = pin_cpus(args.no_pin)
 
-    specs = resolve_loops(parse_loop_names(args.loops))
-    info = machine_info(specs)
+    specs, info = loops_and_machine(args.loops)
     info["packages"] = package_versions()
     info["wrk"] = wrk_version(wrk) if wrk else None
     fixed_loop = fixed_loop_name()
-    print("# ferroloop HTTP benchmarks\n")
-    print(format_machine_line(info))
-    print(
-        f"\n{', '.join(f'{name} {version}' for name, version in info['packages'].items())}; "  # type: ignore[union-attr]
+    print_header(
+        "ferroloop HTTP benchmarks",
+        info,
+        f"{', '.join(f'{name} {version}' for name, version in info['packages'].items())}; "  # type: ignore[union-attr]
         f"{info['wrk'] or 'no wrk'}.\n\n"
         f"{args.rounds} rounds, interleaved (loop order rotated every round); each measurement: "
         f"a fresh server (or client) process, {args.warmup:g} s of warm-up load, then "
@@ -758,13 +679,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{pin[1]}."
             if pin
             else "CPU placement left to the scheduler (--no-pin, or fewer than 2 CPUs)."
-        )
+        ),
     )
-    for spec in specs:
-        if not spec.available:
-            print(f"{spec.name}: {spec.problem} — skipped")
-    if not any(spec.available for spec in specs):
-        print("no loop is available; nothing to measure", file=sys.stderr)
+    if not report_unavailable(specs):
         return 2
 
     fixed: Process | None = None
@@ -795,20 +712,17 @@ def main(argv: list[str] | None = None) -> int:
             if fixed is not None:
                 fixed.stop()
 
-    print("\n## requests per wall second (median)\n")
-    print(markdown_table(results, rows, specs, "wall"))  # type: ignore[arg-type]
-    print(
-        "\n## requests per CPU-second of the process under test (the server; the client in "
-        "the client row; median)\n"
+    print_rate_tables(
+        results,
+        rows,
+        specs,
+        "requests per wall second (median)",
+        "requests per CPU-second of the process under test (the server; the client in "
+        "the client row; median)",
     )
-    print(markdown_table(results, rows, specs, "cpu"))  # type: ignore[arg-type]
     print("\n## latency mean / p99, ms (wrk's, or the client's own; median over rounds)\n")
     print(latency_table(results, rows, specs))
-    if args.rounds >= 2:
-        print("\n## spread of wall requests/s across rounds, (max − min) / median\n")
-        print(spread_table(results, rows, specs))  # type: ignore[arg-type]
-        print("\n## spread of CPU requests/s across rounds, (max − min) / median\n")
-        print(spread_table(cpu_view(results), rows, specs))  # type: ignore[arg-type]
+    print_spreads(results, rows, specs, args.rounds, "requests/s")
     print("\n## how busy the process under test was: CPU ÷ wall time over the window (median)\n")
     print(busy_table(results, rows, specs))
     print("\n## µs of CPU per request of the process under test, user + system (median)\n")
@@ -817,17 +731,16 @@ def main(argv: list[str] | None = None) -> int:
     if paired:
         print("\n## ferroloop ÷ uvloop paired within each round: median [min–max] over rounds\n")
         print(paired)
-    targets = target_lines(results, rows)
+    targets = uvloop_target_lines(
+        results,
+        rows,
+        TARGET,
+        (("wall", "wall second"), ("cpu", "CPU-second of the process under test")),
+    )
     if targets:
         print(f"\n## issue 6 targets (≥ {TARGET:g}× uvloop; ratios of the medians above)\n")
         print("\n".join(targets))
-    if results.failures:
-        print("\n## failures (the cell shows FAIL; no number is reported for a wrong result)\n")
-        order = {row.key: index for index, row in enumerate(rows)}
-        for (row_key, loop_name), error in sorted(
-            results.failures.items(), key=lambda item: order[item[0][0]]
-        ):
-            print(f"- {row_key} on {loop_name}: {error}")
+    print_failures(results, rows)
 
     if args.json:
         config = {
@@ -840,13 +753,9 @@ def main(argv: list[str] | None = None) -> int:
             "client_row_fixed_server_loop": fixed_loop,
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
         }
-        write_json(args.json, info, config, specs, rows, results)  # type: ignore[arg-type]
-        print(f"\nraw samples written to {args.json}")
+        write_json(args.json, info, config, specs, rows, results)
 
-    explicitly_missing = bool(args.loops) and any(not spec.available for spec in specs)
-    if results.failures:
-        return 1
-    return 2 if explicitly_missing else 0
+    return exit_status(bool(results.failures), args.loops, specs)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 Issue 8 asks for two numbers beside uvloop: how many trivial processes a loop can start and
 collect per second (spawn + communicate), and how fast bytes cross a pipe. This script measures
-them in the style of bench_core.py, and reuses its measurement record, timing, spread table and
-JSON writer: all loops in one process, R interleaved rounds with the loop order rotated every
-round, a fresh loop per measurement, medians, ratios to uvloop, and a correctness check in every
-workload, so a broken loop never produces a fast number.
+them in the style of bench_core.py, with its measurement (harness.measure), spread table and
+JSON writer, from harness.py: all loops in one process, R interleaved rounds with the loop order
+rotated every round, a fresh loop per measurement, medians, ratios to uvloop, and a correctness
+check in every workload, so a broken loop never produces a fast number.
 
 Rows:
 
@@ -36,25 +36,36 @@ import argparse
 import asyncio
 import os
 import sys
-import time
-from pathlib import Path
 
-from bench_core import (
+from harness import (
     Results,
     Row,
+    Sample,
+    add_list_option,
+    add_standard_options,
+    exit_status,
     expect,
     human,
+    list_rows,
+    loops_and_machine,
     measure,
-    spread_table,
+    method_line,
+    parse_standard_args,
+    print_header,
+    print_spreads,
+    rate_header,
+    record_failure,
+    report_unavailable,
+    row_sizes,
+    run_config,
+    run_rounds,
+    select_rows,
+    table,
+    warm_up_size,
     write_json,
 )
 from loop_registry import (
-    KNOWN_LOOPS,
     LoopSpec,
-    format_machine_line,
-    machine_info,
-    parse_loop_names,
-    resolve_loops,
 )
 
 Loop = asyncio.AbstractEventLoop
@@ -204,7 +215,7 @@ ROWS_BY_KEY = {row.key: row for row in ROWS}
 
 
 # --------------------------------------------------------------------------------------------
-# Running and reporting (bench_core's measurement; n/a for unsupported features)
+# Running and reporting (harness.measure, as bench_core; n/a for unsupported features)
 # --------------------------------------------------------------------------------------------
 
 
@@ -213,40 +224,23 @@ def run_benchmarks(
 ) -> tuple[Results, dict[tuple[str, str], str]]:
     results = Results()
     unsupported: dict[tuple[str, str], str] = {}
-    usable = [spec for spec in specs if spec.available]
-    sizes = {row.key: max(1, round(row.base_n * scale)) for row in rows}
+    sizes = row_sizes(rows, scale)
 
-    def attempt(spec: LoopSpec, row: Row, n: int, round_no: int) -> None:
+    def attempt(spec: LoopSpec, row: Row, round_no: int) -> Sample | None:
         key = (row.key, spec.name)
         if key in results.failures or key in unsupported:
-            return
+            return None
+        n = sizes[row.key] if round_no else warm_up_size(sizes[row.key])
         try:
-            sample = measure(spec, row, n, round_no, timeout)
+            return measure(spec, row, n, round_no, timeout)
         except Unsupported as exc:
             unsupported[key] = str(exc)
             print(f"  n/a {row.key} on {spec.name}: {exc}", file=sys.stderr)
-            return
         except Exception as exc:  # noqa: BLE001 -- a broken loop may raise anything
-            results.failures[key] = f"{type(exc).__name__}: {exc}"
-            print(f"  FAILED {row.key} on {spec.name}: {type(exc).__name__}: {exc}",
-                  file=sys.stderr)
-            return
-        if round_no:
-            results.samples.append(sample)
+            record_failure(results, row, spec, f"{type(exc).__name__}: {exc}")
+        return None
 
-    print("warm-up ...", file=sys.stderr, flush=True)
-    for row in rows:
-        for spec in usable:
-            attempt(spec, row, max(1, sizes[row.key] // 10), round_no=0)
-    for round_no in range(1, rounds + 1):
-        started = time.perf_counter()
-        shift = (round_no - 1) % max(1, len(usable))
-        order = usable[shift:] + usable[:shift]
-        for row in rows:
-            for spec in order:
-                attempt(spec, row, sizes[row.key], round_no)
-        print(f"round {round_no}/{rounds} done in {time.perf_counter() - started:.1f} s "
-              f"(order: {', '.join(spec.name for spec in order)})", file=sys.stderr, flush=True)
+    run_rounds(rows, specs, rounds, results, attempt)
     return results, unsupported
 
 
@@ -254,11 +248,8 @@ def markdown_table(
     results: Results, unsupported: dict[tuple[str, str], str], rows: list[Row],
     specs: list[LoopSpec], kind: str,
 ) -> str:
-    names = [spec.name for spec in specs]
-    ratios = [n for n in ("ferroloop", "rloop", "asyncio") if n in names] if "uvloop" in names \
-        else []
-    header = ["row", *names, *(f"{name}÷uvloop" for name in ratios)]
-    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    header, ratios = rate_header([spec.name for spec in specs])
+    body = []
     for row in rows:
         cells = [row.title]
         for spec in specs:
@@ -274,58 +265,28 @@ def markdown_table(
         for name in ratios:
             value = results.median(row.key, name, kind)
             cells.append("-" if value is None or not base else f"{value / base:.2f}×")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return table(header, body)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Interleaved subprocess and pipe benchmarks: asyncio vs uvloop vs rloop "
         "vs ferroloop.")
-    parser.add_argument("--rounds", type=int, help="rounds (default 5; 2 with --quick)")
-    parser.add_argument("--scale", type=float, help="multiply every N (default 1; 0.1 --quick)")
-    parser.add_argument("--quick", action="store_true", help="fast smoke run: 2 rounds, small N")
-    parser.add_argument("--loops", help=f"comma-separated subset of {','.join(KNOWN_LOOPS)}")
-    parser.add_argument("--only", help="comma-separated row keys (see --list)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every raw sample here")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds one measurement may take before it counts as failed")
-    parser.add_argument("--list", action="store_true", help="list the rows and exit")
-    args = parser.parse_args(argv)
-    if args.rounds is None:
-        args.rounds = 2 if args.quick else 5
-    if args.scale is None:
-        args.scale = 0.1 if args.quick else 1.0
-    if args.rounds < 1 or args.scale <= 0:
-        parser.error("--rounds must be >= 1 and --scale > 0")
-    return args
+    add_standard_options(parser, scale_help="multiply every N (default 1; 0.1 --quick)")
+    add_list_option(parser)
+    return parse_standard_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
-        for row in ROWS:
-            print(f"{row.key:12} {row.title:52} N={row.base_n:<6} op = {row.ops}")
-        return 0
-    rows = list(ROWS)
-    if args.only:
-        keys = [key.strip() for key in args.only.split(",") if key.strip()]
-        unknown = [key for key in keys if key not in ROWS_BY_KEY]
-        if unknown:
-            raise SystemExit(f"unknown row(s): {', '.join(unknown)}; see --list")
-        rows = [row for row in ROWS if row.key in keys]
+        return list_rows(ROWS, 12, 52, 6)
+    rows = select_rows(ROWS, args.only)
 
-    specs = resolve_loops(parse_loop_names(args.loops))
-    info = machine_info(specs)
-    print("# ferroloop subprocess and pipe benchmarks\n")
-    print(format_machine_line(info))
-    print(f"\n{args.rounds} rounds, interleaved (loop order rotated every round), "
-          f"scale {args.scale:g}, fresh loop per measurement; medians over rounds.")
-    for spec in specs:
-        if not spec.available:
-            print(f"{spec.name}: {spec.problem} — skipped")
-    if not any(spec.available for spec in specs):
-        print("no loop is available; nothing to measure", file=sys.stderr)
+    specs, info = loops_and_machine(args.loops)
+    print_header("ferroloop subprocess and pipe benchmarks", info, method_line(args))
+    if not report_unavailable(specs):
         return 2
 
     results, unsupported = run_benchmarks(rows, specs, args.rounds, args.scale, args.timeout)
@@ -334,9 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(results, unsupported, rows, specs, "wall"))
     print("\n## ops per CPU second of this process (time.process_time, median)\n")
     print(markdown_table(results, unsupported, rows, specs, "cpu"))
-    if args.rounds >= 2:
-        print("\n## spread of wall ops/s across rounds, (max − min) / median\n")
-        print(spread_table(results, rows, specs))
+    print_spreads(results, rows, specs, args.rounds, "ops/s", cpu=False)
     if unsupported:
         print("\n## n/a: features a loop does not implement\n")
         for (row_key, loop_name), reason in unsupported.items():
@@ -347,17 +306,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {row_key} on {loop_name}: {error}")
     if args.json:
         config = {
-            "rounds": args.rounds, "scale": args.scale, "timeout_s": args.timeout,
-            "sizes": {row.key: max(1, round(row.base_n * args.scale)) for row in rows},
+            **run_config(args, rows),
             "unsupported": [{"row": r, "loop": lp, "reason": why}
                             for (r, lp), why in unsupported.items()],
         }
         write_json(args.json, info, config, specs, rows, results)
-        print(f"\nraw samples written to {args.json}")
-    explicitly_missing = bool(args.loops) and any(not spec.available for spec in specs)
-    if results.failures:
-        return 1
-    return 2 if explicitly_missing else 0
+    return exit_status(bool(results.failures), args.loops, specs)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """Side-by-side stream-transport benchmarks (issue 5): protocols, streams, unix sockets, bulk.
 
-bench_io.py measures the `sock_*` coroutines; this script measures what most asyncio servers
-are built on, the stream transports: `loop.create_server` with an `asyncio.Protocol` or an
-`asyncio.BufferedProtocol`, `asyncio.start_server` streams, `loop.create_unix_server`, a
-one-way bulk transfer under flow control, and a response written as header + body (two
-`transport.write()` calls). The method is bench_io's, and the script imports its clock, client
-runner and measurement: all loops in one process, R interleaved rounds with the loop order
-rotated, a fresh loop per measurement after `gc.collect()` + `gc.freeze()`, the server pinned
-to one CPU and the load client (`echo-client`, crates/ferroloop-bench) to another, a window
-from the first connection to the last close, medians, ratios to uvloop, spreads, and a
+bench_io.py measures the `sock_*` coroutines; this script measures what most asyncio servers are
+built on, the stream transports: `loop.create_server` with an `asyncio.Protocol` or an
+`asyncio.BufferedProtocol`, `asyncio.start_server` streams, `loop.create_unix_server`, a one-way
+bulk transfer under flow control, and a response written as header + body (two
+`transport.write()` calls). The method is bench_io's, and the clock, client runner and
+measurement come from harness.py, as there: all loops in one process, R interleaved rounds with
+the loop order rotated, a fresh loop per measurement after `gc.collect()` + `gc.freeze()`, the
+server pinned to one CPU and the load client (`echo-client`, crates/ferroloop-bench) to another,
+a window from the first connection to the last close, medians, ratios to uvloop, spreads, and a
 correctness check in every measurement.
 
 Two things are new:
@@ -48,32 +48,49 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench_core import CheckFailed, Results, expect, human, spread_table, write_json
-from bench_io import (
+from harness import (
+    CheckFailed,
     ClientRun,
     Clock,
     Env,
     IoSample,
+    Results,
     Timed,
-    cpu_view,
-    default_client_path,
-    measure,
+    add_list_option,
+    add_standard_options,
+    exit_status,
+    expect,
+    have_binary,
+    human,
+    loops_and_machine,
+    measure_window,
+    method_line,
     number,
+    parse_standard_args,
+    pin_cpus,
+    pin_note,
+    print_header,
+    print_spreads,
+    rate_header,
+    record_failure,
+    release_binary,
+    report_unavailable,
+    row_sizes,
+    run_config,
+    run_rounds,
+    select_rows,
     spawn_client,
+    table,
+    warm_up_size,
+    write_json,
 )
 from loop_registry import (
-    KNOWN_LOOPS,
     LoopSpec,
-    format_machine_line,
-    machine_info,
-    parse_loop_names,
-    resolve_loops,
 )
 
 Loop = asyncio.AbstractEventLoop
@@ -372,7 +389,7 @@ async def open_server(
 
 
 def python_server(workload: Workload, loop: Loop, n: int, env: Env) -> Timed:
-    """One measurement of a Python server on `loop` (the signature bench_io.measure calls)."""
+    """One measurement of a Python server on `loop` (the signature harness.measure_window calls)."""
     saved_affinity = os.sched_getaffinity(0) if env.pin else None
     tmpdir = tempfile.mkdtemp(prefix="ferroloop-bench-") if workload.family == "unix" else None
     path = os.path.join(tmpdir, "echo.sock") if tmpdir else None
@@ -513,7 +530,7 @@ def rust_server(workload: Workload, n: int, env: StreamEnv) -> Timed:
 
 @dataclass(frozen=True)
 class StreamRow:
-    # key, title, run, base_n and ops are what bench_io.measure and bench_core's JSON writer read.
+    # key, title, run, base_n and ops are what harness.measure_window and write_json read.
     key: str
     title: str
     workload: Workload
@@ -589,7 +606,7 @@ ROWS_BY_KEY = {row.key: row for row in ROWS}
 
 
 # --------------------------------------------------------------------------------------------
-# Measurement: bench_io.measure for the loops, plus the rust-only column
+# Measurement: harness.measure_window for the loops, plus the rust-only column
 # --------------------------------------------------------------------------------------------
 
 
@@ -639,58 +656,39 @@ def run_benchmarks(
     env: StreamEnv,
 ) -> StreamResults:
     results = StreamResults()
-    usable = [spec for spec in columns if spec.available]
-    sizes = {row.key: max(1, round(row.base_n * scale)) for row in rows}
+    sizes = row_sizes(rows, scale)
 
-    def attempt(spec: LoopSpec, row: StreamRow, n: int, round_no: int) -> IoSample | None:
+    def attempt(spec: LoopSpec, row: StreamRow, round_no: int) -> IoSample | None:
         if (row.key, spec.name) in results.failures:
             return None
+        n = sizes[row.key] if round_no else warm_up_size(sizes[row.key])
         env.quirks.clear()
         try:
             if spec is CEILING:
                 sample = measure_ceiling(row, n, round_no, env)
             else:
-                sample = measure(spec, row, n, round_no, timeout, env)  # type: ignore[arg-type]
+                sample = measure_window(spec, row, n, round_no, timeout, env)
             for quirk in env.quirks:
                 results.quirks.setdefault((row.key, spec.name), quirk)
             return sample
         except Exception as exc:  # noqa: BLE001 -- a broken loop may raise anything
             reason = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, NotImplementedError) and not str(exc):
+            if not isinstance(exc, NotImplementedError):
+                record_failure(results, row, spec, reason)
+                return None
+            if not str(exc):
                 frame = traceback.extract_tb(exc.__traceback__)[-1]
                 where = f"{frame.name}, {Path(frame.filename).name}:{frame.lineno}"
                 reason = f"NotImplementedError (raised by {where})"
             results.failures[(row.key, spec.name)] = reason
-            if isinstance(exc, NotImplementedError):
-                results.unsupported[(row.key, spec.name)] = reason
-                print(f"  n/a: {row.key} on {spec.name}: {reason}", file=sys.stderr)
-            else:
-                print(f"  FAILED {row.key} on {spec.name}: {reason}", file=sys.stderr)
+            results.unsupported[(row.key, spec.name)] = reason
+            print(f"  n/a: {row.key} on {spec.name}: {reason}", file=sys.stderr)
             return None
 
     def columns_for(row: StreamRow, order: list[LoopSpec]) -> list[LoopSpec]:
         return [spec for spec in order if spec is not CEILING or row.ceiling]
 
-    print("warm-up ...", file=sys.stderr, flush=True)
-    for row in rows:
-        for spec in columns_for(row, usable):
-            attempt(spec, row, max(1, sizes[row.key] // 10), round_no=0)
-
-    for round_no in range(1, rounds + 1):
-        started = time.perf_counter()
-        shift = (round_no - 1) % max(1, len(usable))
-        order = usable[shift:] + usable[:shift]
-        for row in rows:
-            for spec in columns_for(row, order):
-                sample = attempt(spec, row, sizes[row.key], round_no)
-                if sample is not None:
-                    results.samples.append(sample)
-        print(
-            f"round {round_no}/{rounds} done in {time.perf_counter() - started:.1f} s "
-            f"(order: {', '.join(spec.name for spec in order)})",
-            file=sys.stderr,
-            flush=True,
-        )
+    run_rounds(rows, columns, rounds, results, attempt, columns=columns_for)
     return results
 
 
@@ -732,11 +730,8 @@ def rate_table(
     kind: str,
     how: str = "median",
 ) -> str:
-    names = [spec.name for spec in columns]
-    ratios = [name for name in ("ferroloop", "rloop", "asyncio") if name in names]
-    ratios = ratios if "uvloop" in names else []
-    header = ["row", *names, *(f"{name}÷uvloop" for name in ratios)]
-    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    header, ratios = rate_header([spec.name for spec in columns])
+    body = []
     for row in rows:
         cells = [row.title]
         for spec in columns:
@@ -747,8 +742,8 @@ def rate_table(
         for name in ratios:
             value = ratio(results, row.key, name, "uvloop", kind, how)
             cells.append("-" if value is None else f"{value:.2f}×")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return table(header, body)
 
 
 def stream_samples(results: Results, row: str, loop: str) -> list[IoSample]:
@@ -766,18 +761,14 @@ def per_sample_table(
     show: Callable[[StreamRow, list[IoSample]], str | None],
 ) -> str:
     """A table of one figure per (row, column), computed from that cell's samples."""
-    lines = [
-        "| row | " + " | ".join(spec.name for spec in columns) + " |",
-        "| --- |" + " ---: |" * len(columns),
-    ]
-    for row in rows:
-        cells = [row.title]
-        for spec in columns:
-            shown = status(results, row, spec)
-            samples = stream_samples(results, row.key, spec.name)
-            cells.append(shown or (show(row, samples) if samples else None) or "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+    def figure(row: StreamRow, spec: LoopSpec) -> str:
+        shown = status(results, row, spec)
+        samples = stream_samples(results, row.key, spec.name)
+        return shown or (show(row, samples) if samples else None) or "-"
+
+    header = ["row", *(spec.name for spec in columns)]
+    return table(header, ([row.title, *(figure(row, spec) for spec in columns)] for row in rows))
 
 
 def latency_cell(row: StreamRow, samples: list[IoSample]) -> str | None:
@@ -875,8 +866,12 @@ def target_report(results: StreamResults, rows: list[StreamRow], names: list[str
     return "\n".join(lines)
 
 
+def default_client_path() -> Path:
+    return release_binary("echo-client")
+
+
 def default_server_path() -> Path:
-    return default_client_path().with_name("echo-server")
+    return release_binary("echo-server")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -884,20 +879,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Interleaved stream-transport benchmarks: asyncio vs uvloop vs rloop vs "
         "ferroloop, with a Rust-only echo server as the ceiling.",
     )
-    parser.add_argument("--rounds", type=int, help="rounds (default 5; 2 with --quick)")
-    parser.add_argument(
-        "--scale", type=float, help="multiply every N (default 1; 0.1 with --quick)"
-    )
-    parser.add_argument("--quick", action="store_true", help="fast smoke run: 2 rounds, small N")
-    parser.add_argument("--loops", help=f"comma-separated subset of {','.join(KNOWN_LOOPS)}")
-    parser.add_argument("--only", help="comma-separated row keys (see --list)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every raw sample here")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0,
-        help="seconds one measurement may take before it counts as failed",
-    )
+    add_standard_options(parser)
     parser.add_argument(
         "--client",
         type=Path,
@@ -921,19 +903,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="leave CPU placement to the scheduler (default: server on the first usable CPU, "
         "client on the second)",
     )
-    parser.add_argument("--list", action="store_true", help="list the rows and exit")
-    args = parser.parse_args(argv)
-    if args.rounds is None:
-        args.rounds = 2 if args.quick else 5
-    if args.scale is None:
-        args.scale = 0.1 if args.quick else 1.0
-    if args.rounds < 1 or args.scale <= 0 or args.connections < 1:
-        parser.error("--rounds and --connections must be >= 1 and --scale > 0")
-    return args
-
-
-def executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
+    add_list_option(parser)
+    return parse_standard_args(parser, argv, ("--connections",))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -943,60 +914,35 @@ def main(argv: list[str] | None = None) -> int:
             unit = "MiB/conn" if row.bulk else "req/conn"
             print(f"{row.key:18} {row.title:34} N={row.base_n:<5} {unit}  op = {row.ops}")
         return 0
-    if args.only:
-        keys = [key.strip() for key in args.only.split(",") if key.strip()]
-        unknown = [key for key in keys if key not in ROWS_BY_KEY]
-        if unknown:
-            raise SystemExit(f"unknown row(s): {', '.join(unknown)}; see --list")
-        rows = [row for row in ROWS if row.key in keys]
-    else:
-        rows = list(ROWS)
+    rows = select_rows(ROWS, args.only)
 
     client = (args.client or default_client_path()).resolve()
     server = (args.server or default_server_path()).resolve()
     ceiling = not args.no_ceiling and any(row.ceiling for row in rows)
+    advice = " (bash scripts/bench.sh streams does), pass --client/--server PATH, or --no-ceiling"
     for binary, needed in ((client, True), (server, ceiling)):
-        if needed and not executable(binary):
-            print(
-                f"{binary.name} not found at {binary}: build it with "
-                "`cargo build --release -p ferroloop-bench` (bash scripts/bench.sh streams "
-                "does), pass --client/--server PATH, or --no-ceiling",
-                file=sys.stderr,
-            )
+        if needed and not have_binary(binary, binary.name, advice):
             return 2
-    pin: tuple[int, int] | None = None
-    cpus = sorted(os.sched_getaffinity(0))
-    if not args.no_pin and len(cpus) >= 2:
-        pin = (cpus[0], cpus[1])
+    pin = pin_cpus(args.no_pin)
 
-    specs = resolve_loops(parse_loop_names(args.loops))
+    specs, info = loops_and_machine(args.loops)
     columns = [*specs, CEILING] if ceiling else list(specs)
-    info = machine_info(specs)
-    print("# ferroloop stream-transport benchmarks\n")
-    print(format_machine_line(info))
-    print(
-        f"\n{args.rounds} rounds, interleaved (loop order rotated every round), "
-        f"scale {args.scale:g}, fresh loop per measurement; medians over rounds. Server = the "
+    print_header(
+        "ferroloop stream-transport benchmarks",
+        info,
+        f"{method_line(args)} Server = the "
         f"loop under test in this process; client = echo-client, a separate process with "
         f"{args.connections} connections (one thread each); timed from the first connection "
         "to the last close; "
-        + (
-            f"server pinned to CPU {pin[0]}, client to CPU {pin[1]}."
-            if pin
-            else "CPU placement left to the scheduler (--no-pin, or fewer than 2 CPUs)."
-        )
+        + pin_note(pin, "server", "client")
         + (
             " rust-only = echo-server (Rust, single-threaded epoll, std + libc), same client "
             "and CPUs."
             if ceiling
             else ""
-        )
+        ),
     )
-    for spec in specs:
-        if not spec.available:
-            print(f"{spec.name}: {spec.problem} — skipped")
-    if not any(spec.available for spec in specs):
-        print("no loop is available; nothing to measure", file=sys.stderr)
+    if not report_unavailable(specs):
         return 2
 
     env = StreamEnv(client, args.connections, pin, args.timeout, server if ceiling else None)
@@ -1011,11 +957,7 @@ def main(argv: list[str] | None = None) -> int:
         print(rate_table(results, rows, columns, "cpu", "best"))
     print("\n## latency per request, mean / p99 in µs (client-side; median over rounds)\n")
     print(per_sample_table(results, rows, columns, latency_cell))
-    if args.rounds >= 2:
-        print("\n## spread of wall rates across rounds, (max − min) / median\n")
-        print(spread_table(results, rows, columns))  # type: ignore[arg-type]
-        print("\n## spread of CPU rates across rounds, (max − min) / median\n")
-        print(spread_table(cpu_view(results), rows, columns))  # type: ignore[arg-type]
+    print_spreads(results, rows, columns, args.rounds, "rates")
     print("\n## µs of server CPU per request (bulk: per MiB), user + system (getrusage, median)\n")
     print(per_sample_table(results, rows, columns, cpu_split_cell))
     table = ceiling_table(results, rows, specs) if ceiling else None
@@ -1045,10 +987,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         config = {
-            "rounds": args.rounds,
-            "scale": args.scale,
-            "timeout_s": args.timeout,
-            "sizes": {row.key: max(1, round(row.base_n * args.scale)) for row in rows},
+            **run_config(args, rows),
             "connections": args.connections,
             "pin_server_client_cpus": list(pin) if pin else None,
             "client": str(client),
@@ -1062,13 +1001,9 @@ def main(argv: list[str] | None = None) -> int:
                 for (row, loop), reason in results.unsupported.items()
             ],
         }
-        write_json(args.json, info, config, columns, rows, results)  # type: ignore[arg-type]
-        print(f"\nraw samples written to {args.json}")
+        write_json(args.json, info, config, columns, rows, results)
 
-    explicitly_missing = bool(args.loops) and any(not spec.available for spec in specs)
-    if set(results.failures) - set(results.unsupported):
-        return 1
-    return 2 if explicitly_missing else 0
+    return exit_status(bool(set(results.failures) - set(results.unsupported)), args.loops, specs)
 
 
 if __name__ == "__main__":

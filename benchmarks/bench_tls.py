@@ -1,10 +1,10 @@
 """Side-by-side TLS benchmarks: a TLS echo server and TLS handshakes on every loop.
 
 Issue 7 asks for TLS echo at 1 KiB and 16 KiB and handshakes per second beside uvloop and
-asyncio, with ferroloop at ≥ 1.2× uvloop. Same method as bench_io.py, whose measurement,
-tables and JSON writer this script reuses (and through it bench_core.py's): every loop in one
-process, R interleaved rounds with the loop order rotated each round, a fresh loop per
-measurement, medians, ratios to uvloop, and a correctness check in every workload.
+asyncio, with ferroloop at ≥ 1.2× uvloop. Same method as bench_io.py, with the measurement,
+tables and JSON writer they share (harness.py): every loop in one process, R interleaved rounds
+with the loop order rotated each round, a fresh loop per measurement, medians, ratios to uvloop,
+and a correctness check in every workload.
 
 - The server is the loop under test, in this process: ``loop.create_server(..., ssl=ctx)``
   with a protocol that writes back what it receives (``data_received`` → ``write``). That is
@@ -45,12 +45,32 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench_core import CheckFailed, Results, expect, markdown_table, spread_table, write_json
-from bench_io import Clock, Timed, cpu_view, per_request_table, run_benchmarks, spawn_client
+from harness import (
+    CheckFailed,
+    Clock,
+    IoRow,
+    Results,
+    Timed,
+    add_list_option,
+    add_standard_options,
+    expect,
+    list_rows,
+    method_line,
+    parse_standard_args,
+    per_request_table,
+    pin_cpus,
+    print_header,
+    print_rate_tables,
+    print_spreads,
+    report_unavailable,
+    run_config,
+    run_windowed,
+    select_rows,
+    spawn_client,
+    write_json,
+)
 from loop_registry import (
-    KNOWN_LOOPS,
     LoopSpec,
-    format_machine_line,
     machine_info,
     parse_loop_names,
     resolve_loops,
@@ -322,24 +342,15 @@ def run_client(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TlsRow:
-    key: str
-    title: str
-    run: object  # (loop, n, env) -> Timed
-    base_n: int
-    ops: str
-    needs_client: bool = True  # bench_io's per-request table reads it
-
-
-ROWS: tuple[TlsRow, ...] = (
-    TlsRow("tls_echo_1k", "TLS echo 1 KiB", functools.partial(serve_tls, "echo", 1024), 3_000,
-           "one 1024-byte request echoed over TLS (protocol data_received → write)"),
-    TlsRow("tls_echo_16k", "TLS echo 16 KiB", functools.partial(serve_tls, "echo", 16 * 1024),
-           1_000, "one 16384-byte request echoed over TLS"),
-    TlsRow("tls_handshake", "TLS handshakes", functools.partial(serve_tls, "handshake", 1),
-           1_000, "one connection: full TLS 1.3 handshake (ECDSA P-256), 1-byte echo, "
-           "close_notify both ways"),
+ROWS: tuple[IoRow, ...] = (
+    IoRow("tls_echo_1k", "TLS echo 1 KiB", functools.partial(serve_tls, "echo", 1024), 3_000,
+          "one 1024-byte request echoed over TLS (protocol data_received → write)",
+          needs_client=True),
+    IoRow("tls_echo_16k", "TLS echo 16 KiB", functools.partial(serve_tls, "echo", 16 * 1024),
+          1_000, "one 16384-byte request echoed over TLS", needs_client=True),
+    IoRow("tls_handshake", "TLS handshakes", functools.partial(serve_tls, "handshake", 1),
+          1_000, "one connection: full TLS 1.3 handshake (ECDSA P-256), 1-byte echo, "
+          "close_notify both ways", needs_client=True),
 )
 ROWS_BY_KEY = {row.key: row for row in ROWS}
 
@@ -364,7 +375,7 @@ def check_tls_support(spec: LoopSpec, certs: Certs) -> LoopSpec:
         loop.close()
 
 
-def target_lines(results: Results, rows: list[TlsRow]) -> list[str]:
+def target_lines(results: Results, rows: list[IoRow]) -> list[str]:
     lines = []
     for row in rows:
         for kind, unit in (("cpu", "server CPU second"), ("wall", "wall second")):
@@ -382,34 +393,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Interleaved TLS benchmarks: asyncio vs uvloop vs rloop vs ferroloop.",
     )
-    parser.add_argument("--rounds", type=int, help="rounds (default 5; 2 with --quick)")
-    parser.add_argument("--scale", type=float, help="multiply every N (default 1; 0.1 --quick)")
-    parser.add_argument("--quick", action="store_true", help="fast smoke run: 2 rounds, small N")
-    parser.add_argument("--loops", help=f"comma-separated subset of {','.join(KNOWN_LOOPS)}")
-    parser.add_argument("--only", help="comma-separated row keys (see --list)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every raw sample here")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds one measurement may take before it counts as failed")
+    add_standard_options(parser, scale_help="multiply every N (default 1; 0.1 --quick)")
     parser.add_argument("--connections", type=int, default=CONNECTIONS,
                         help=f"client connections (handshakes: concurrency), default {CONNECTIONS}")
     parser.add_argument("--no-pin", action="store_true",
                         help="leave CPU placement to the scheduler (default: server on the "
                         "first usable CPU, client on the second)")
-    parser.add_argument("--list", action="store_true", help="list the rows and exit")
+    add_list_option(parser)
     # The client process (internal).
     parser.add_argument("--client-mode", choices=("echo", "handshake"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cafile", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.rounds is None:
-        args.rounds = 2 if args.quick else 5
-    if args.scale is None:
-        args.scale = 0.1 if args.quick else 1.0
-    if args.rounds < 1 or args.scale <= 0 or args.connections < 1:
-        parser.error("--rounds and --connections must be >= 1 and --scale > 0")
-    return args
+    return parse_standard_args(parser, argv, ("--connections",))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,58 +414,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.client_mode:
         return run_client(args)
     if args.list:
-        for row in ROWS:
-            print(f"{row.key:16} {row.title:18} N={row.base_n:<6} op = {row.ops}")
-        return 0
-    rows = list(ROWS)
-    if args.only:
-        keys = [key.strip() for key in args.only.split(",") if key.strip()]
-        unknown = [key for key in keys if key not in ROWS_BY_KEY]
-        if unknown:
-            raise SystemExit(f"unknown row(s): {', '.join(unknown)}; see --list")
-        rows = [row for row in ROWS if row.key in keys]
-    pin: tuple[int, int] | None = None
-    cpus = sorted(os.sched_getaffinity(0))
-    if not args.no_pin and len(cpus) >= 2:
-        pin = (cpus[0], cpus[1])
+        return list_rows(ROWS, 16, 18, 6)
+    rows = select_rows(ROWS, args.only)
+    pin = pin_cpus(args.no_pin)
 
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmpdir:
         certs = Certs.make(tmpdir)
         specs = [check_tls_support(spec, certs)
                  for spec in resolve_loops(parse_loop_names(args.loops))]
         info = machine_info(specs)
-        print("# ferroloop TLS benchmarks\n")
-        print(format_machine_line(info) + f" | {ssl.OPENSSL_VERSION}")
-        print(
-            f"\n{args.rounds} rounds, interleaved (loop order rotated every round), scale "
-            f"{args.scale:g}, fresh loop per measurement; medians over rounds. Server = the loop "
+        print_header(
+            "ferroloop TLS benchmarks",
+            info,
+            f"{method_line(args)} Server = the loop "
             f"under test (create_server(ssl=...), echo protocol) in this process; client = "
             f"this script on uvloop in a separate process, {args.connections} connections "
             f"(handshakes: {args.connections} at a time); timed from the first accept to the "
             f"last connection_lost; "
             + (f"server pinned to CPU {pin[0]}, client to CPU {pin[1]}." if pin
-               else "CPU placement left to the scheduler.")
+               else "CPU placement left to the scheduler."),
+            machine_suffix=f" | {ssl.OPENSSL_VERSION}",
         )
-        for spec in specs:
-            if not spec.available:
-                print(f"{spec.name}: {spec.problem} — n/a")
-        if not any(spec.available for spec in specs):
-            print("no loop is available; nothing to measure", file=sys.stderr)
+        if not report_unavailable(specs, "n/a"):
             return 2
         env = Env(certs, args.connections, pin, args.timeout)
-        results = run_benchmarks(rows, specs, args.rounds, args.scale, args.timeout, env)  # type: ignore[arg-type]
+        results = run_windowed(rows, specs, args.rounds, args.scale, args.timeout, env)
 
-    print("\n## ops per wall second (median; echo: requests/s, handshakes/s)\n")
-    print(markdown_table(results, rows, specs, "wall"))  # type: ignore[arg-type]
-    print("\n## ops per server CPU second (time.process_time of this process, median)\n")
-    print(markdown_table(results, rows, specs, "cpu"))  # type: ignore[arg-type]
-    if args.rounds >= 2:
-        print("\n## spread of wall ops/s across rounds, (max − min) / median\n")
-        print(spread_table(results, rows, specs))  # type: ignore[arg-type]
-        print("\n## spread of CPU ops/s across rounds, (max − min) / median\n")
-        print(spread_table(cpu_view(results), rows, specs))  # type: ignore[arg-type]
+    print_rate_tables(
+        results,
+        rows,
+        specs,
+        "ops per wall second (median; echo: requests/s, handshakes/s)",
+        "ops per server CPU second (time.process_time of this process, median)",
+    )
+    print_spreads(results, rows, specs, args.rounds, "ops/s")
     print("\n## µs of server CPU per op, user + system (getrusage, median)\n")
-    print(per_request_table(results, rows, specs))  # type: ignore[arg-type]
+    print(per_request_table(results, rows, specs))
     targets = target_lines(results, rows)
     if targets:
         print("\n## issue 7 target (ratios of the medians above)\n")
@@ -479,15 +460,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {row_key} on {loop_name}: {error}")
     if args.json:
         config = {
-            "rounds": args.rounds,
-            "scale": args.scale,
-            "timeout_s": args.timeout,
-            "sizes": {row.key: max(1, round(row.base_n * args.scale)) for row in rows},
+            **run_config(args, rows),
             "connections": args.connections,
             "pin_server_client_cpus": list(pin) if pin else None,
             "openssl": ssl.OPENSSL_VERSION,
         }
-        write_json(args.json, info, config, specs, rows, results)  # type: ignore[arg-type]
+        write_json(args.json, info, config, specs, rows, results, say_where=False)
     return 1 if results.failures else 0
 
 

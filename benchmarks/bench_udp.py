@@ -2,10 +2,10 @@
 
 Issue 9 asks for UDP ping-pong with 1-byte and 1400-byte datagrams and one-way datagram
 throughput, with ferroloop at ≥ 1.2× uvloop. This script measures them in bench_io.py's way,
-whose measurement code, records and tables it reuses: all loops in one process, R interleaved
-rounds with the loop order rotated each round, a fresh loop per measurement, medians, ratios
-to uvloop, spread tables, and a correctness check in every workload, so a broken loop never
-produces a fast number.
+with the measurement code, records and tables they share (harness.py): all loops in one process,
+R interleaved rounds with the loop order rotated each round, a fresh loop per measurement,
+medians, ratios to uvloop, spread tables, and a correctness check in every workload, so a broken
+loop never produces a fast number.
 
 - The loop under test runs a `create_datagram_endpoint` endpoint on 127.0.0.1 with a plain
   `asyncio.DatagramProtocol`, in this process. The load is `udp-peer`
@@ -56,25 +56,38 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_core import CheckFailed, expect, markdown_table, spread_table, write_json
-from bench_io import (
-    ROOT,
+from harness import (
+    CheckFailed,
     ClientRun,
     Clock,
     Env,
     IoRow,
     Timed,
-    cpu_view,
+    add_list_option,
+    add_standard_options,
+    exit_status,
+    expect,
+    have_binary,
+    list_rows,
+    loops_and_machine,
+    method_line,
+    number,
+    parse_standard_args,
     per_request_table,
-    run_benchmarks,
+    pin_cpus,
+    pin_note,
+    print_failures,
+    print_header,
+    print_rate_tables,
+    print_spreads,
+    release_binary,
+    report_unavailable,
+    run_config,
+    run_windowed,
+    select_rows,
     spawn_client,
-)
-from loop_registry import (
-    KNOWN_LOOPS,
-    format_machine_line,
-    machine_info,
-    parse_loop_names,
-    resolve_loops,
+    uvloop_target_lines,
+    write_json,
 )
 
 Loop = asyncio.AbstractEventLoop
@@ -84,11 +97,6 @@ ONE_WAY_SIZE = 1400
 RECV_WINDOW, RECV_ACK_EVERY = 256, 32  # one-way in: the peer's window, the loop's ack period
 SEND_WINDOW, SEND_ACK_EVERY = 32, 8  # one-way out: the loop's window, the peer's ack period
 RECV_BUFFER = 4 * 1024 * 1024  # SO_RCVBUF of the endpoint (capped by net.core.rmem_max)
-
-
-def _report_number(report: dict[str, object], key: str) -> float | None:
-    value = report.get(key)
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 @dataclass
@@ -196,7 +204,7 @@ def udp_pingpong(size: int, loop: Loop, requests: int, env: Env) -> Timed:
         f"echoed {echo.count} datagrams ({echo.nbytes} bytes), expected {total} of {size} bytes",
     )
     assert window.start is not None and window.end is not None
-    return Timed(total, window.end - window.start, _report_number(report, "seconds"))
+    return Timed(total, window.end - window.start, number(report, "seconds"))
 
 
 def udp_recv(size: int, loop: Loop, n: int, env: Env) -> Timed:
@@ -318,48 +326,15 @@ ROWS: tuple[IoRow, ...] = (
 ROWS_BY_KEY = {row.key: row for row in ROWS}
 
 
-def target_lines(results, rows: list[IoRow]) -> list[str]:  # type: ignore[no-untyped-def]
-    """Issue 9's target (≥ 1.2× uvloop), as ratios of the medians of this run."""
-    lines = []
-    for row in rows:
-        for kind, unit in (("cpu", "CPU second"), ("wall", "wall second")):
-            if (row.key, "ferroloop") in results.failures or (row.key, "uvloop") in results.failures:
-                continue
-            ours = results.median(row.key, "ferroloop", kind)
-            theirs = results.median(row.key, "uvloop", kind)
-            if ours is None or theirs is None:
-                continue
-            value = ours / theirs
-            verdict = "met" if value >= 1.2 else "NOT met"
-            lines.append(
-                f"- {row.key}: ferroloop ÷ uvloop per {unit} = {value:.2f}× (target ≥ 1.2×): "
-                f"{verdict}"
-            )
-    return lines
-
-
 def default_peer_path() -> Path:
-    target = os.environ.get("CARGO_TARGET_DIR")
-    base = Path(target) if target else ROOT / "target"
-    return base / "release" / "udp-peer"
+    return release_binary("udp-peer")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Interleaved UDP benchmarks: asyncio vs uvloop vs rloop vs ferroloop.",
     )
-    parser.add_argument("--rounds", type=int, help="rounds (default 5; 2 with --quick)")
-    parser.add_argument(
-        "--scale", type=float, help="multiply every N (default 1; 0.1 with --quick)"
-    )
-    parser.add_argument("--quick", action="store_true", help="fast smoke run: 2 rounds, small N")
-    parser.add_argument("--loops", help=f"comma-separated subset of {','.join(KNOWN_LOOPS)}")
-    parser.add_argument("--only", help="comma-separated row keys (see --list)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every raw sample here")
-    parser.add_argument(
-        "--timeout", type=float, default=60.0,
-        help="seconds one measurement may take before it counts as failed",
-    )
+    add_standard_options(parser)
     parser.add_argument(
         "--peer", type=Path,
         help="udp-peer binary (default: target/release/udp-peer, or under $CARGO_TARGET_DIR)",
@@ -373,101 +348,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="leave CPU placement to the scheduler (default: loop on the first usable CPU, "
         "peer on the second)",
     )
-    parser.add_argument("--list", action="store_true", help="list the rows and exit")
-    args = parser.parse_args(argv)
-    if args.rounds is None:
-        args.rounds = 2 if args.quick else 5
-    if args.scale is None:
-        args.scale = 0.1 if args.quick else 1.0
-    if args.rounds < 1 or args.scale <= 0 or args.flows < 1:
-        parser.error("--rounds and --flows must be >= 1 and --scale > 0")
-    return args
+    add_list_option(parser)
+    return parse_standard_args(parser, argv, ("--flows",))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
-        for row in ROWS:
-            print(f"{row.key:20} {row.title:26} N={row.base_n:<7} op = {row.ops}")
-        return 0
-    if args.only:
-        keys = [key.strip() for key in args.only.split(",") if key.strip()]
-        unknown = [key for key in keys if key not in ROWS_BY_KEY]
-        if unknown:
-            raise SystemExit(f"unknown row(s): {', '.join(unknown)}; see --list")
-        rows = [row for row in ROWS if row.key in keys]
-    else:
-        rows = list(ROWS)
+        return list_rows(ROWS, 20, 26, 7)
+    rows = select_rows(ROWS, args.only)
 
     peer = (args.peer or default_peer_path()).resolve()
-    if not (peer.is_file() and os.access(peer, os.X_OK)):
-        print(
-            f"udp-peer not found at {peer}: build it with "
-            "`cargo build --release -p ferroloop-bench`, or pass --peer PATH",
-            file=sys.stderr,
-        )
+    if not have_binary(peer, "udp-peer", ", or pass --peer PATH"):
         return 2
-    pin: tuple[int, int] | None = None
-    cpus = sorted(os.sched_getaffinity(0))
-    if not args.no_pin and len(cpus) >= 2:
-        pin = (cpus[0], cpus[1])
+    pin = pin_cpus(args.no_pin)
 
-    specs = resolve_loops(parse_loop_names(args.loops))
-    info = machine_info(specs)
-    print("# ferroloop UDP benchmarks\n")
-    print(format_machine_line(info))
-    print(
-        f"\n{args.rounds} rounds, interleaved (loop order rotated every round), "
-        f"scale {args.scale:g}, fresh loop per measurement; medians over rounds. "
+    specs, info = loops_and_machine(args.loops)
+    print_header(
+        "ferroloop UDP benchmarks",
+        info,
+        f"{method_line(args)} "
         f"Endpoint = the loop under test (create_datagram_endpoint on 127.0.0.1, one "
         f"unconnected socket) in this process; peer = udp-peer, a separate process "
         f"(one spinning thread; ping-pong: {args.flows} flows); timed from the loop's first "
-        f"datagram to its last; "
-        + (
-            f"loop pinned to CPU {pin[0]}, peer to CPU {pin[1]}."
-            if pin
-            else "CPU placement left to the scheduler (--no-pin, or fewer than 2 CPUs)."
-        )
+        f"datagram to its last; " + pin_note(pin, "loop", "peer")
     )
-    for spec in specs:
-        if not spec.available:
-            print(f"{spec.name}: {spec.problem} — skipped")
-    if not any(spec.available for spec in specs):
-        print("no loop is available; nothing to measure", file=sys.stderr)
+    if not report_unavailable(specs):
         return 2
 
     env = Env(peer, args.flows, pin, args.timeout)
-    results = run_benchmarks(rows, specs, args.rounds, args.scale, args.timeout, env)
+    results = run_windowed(rows, specs, args.rounds, args.scale, args.timeout, env)
 
-    print("\n## datagrams per wall second (median; ping-pong: requests per second)\n")
-    print(markdown_table(results, rows, specs, "wall"))  # type: ignore[arg-type]
-    print("\n## datagrams per CPU second of the loop's process (time.process_time, median)\n")
-    print(markdown_table(results, rows, specs, "cpu"))  # type: ignore[arg-type]
-    if args.rounds >= 2:
-        print("\n## spread of wall rates across rounds, (max − min) / median\n")
-        print(spread_table(results, rows, specs))  # type: ignore[arg-type]
-        print("\n## spread of CPU rates across rounds, (max − min) / median\n")
-        print(spread_table(cpu_view(results), rows, specs))  # type: ignore[arg-type]
+    print_rate_tables(
+        results,
+        rows,
+        specs,
+        "datagrams per wall second (median; ping-pong: requests per second)",
+        "datagrams per CPU second of the loop's process (time.process_time, median)",
+    )
+    print_spreads(results, rows, specs, args.rounds, "rates")
     print("\n## µs of the loop process's CPU per datagram, user + system (getrusage, median)\n")
     print(per_request_table(results, rows, specs))
-    targets = target_lines(results, rows)
+    targets = uvloop_target_lines(
+        results, rows, 1.2, (("cpu", "CPU second"), ("wall", "wall second"))
+    )
     if targets:
         print("\n## issue 9 target (ratios of the medians above)\n")
         print("\n".join(targets))
-    if results.failures:
-        print("\n## failures (the cell shows FAIL; no number is reported for a wrong result)\n")
-        order = {row.key: index for index, row in enumerate(rows)}
-        for (row_key, loop_name), error in sorted(
-            results.failures.items(), key=lambda item: order[item[0][0]]
-        ):
-            print(f"- {row_key} on {loop_name}: {error}")
+    print_failures(results, rows)
 
     if args.json:
         config = {
-            "rounds": args.rounds,
-            "scale": args.scale,
-            "timeout_s": args.timeout,
-            "sizes": {row.key: max(1, round(row.base_n * args.scale)) for row in rows},
+            **run_config(args, rows),
             "pingpong_flows": args.flows,
             "pin_loop_peer_cpus": list(pin) if pin else None,
             "recv_window": RECV_WINDOW,
@@ -477,13 +409,9 @@ def main(argv: list[str] | None = None) -> int:
             "recv_buffer": RECV_BUFFER,
             "peer": str(peer),
         }
-        write_json(args.json, info, config, specs, rows, results)  # type: ignore[arg-type]
-        print(f"\nraw samples written to {args.json}")
+        write_json(args.json, info, config, specs, rows, results)
 
-    explicitly_missing = bool(args.loops) and any(not spec.available for spec in specs)
-    if results.failures:
-        return 1
-    return 2 if explicitly_missing else 0
+    return exit_status(bool(results.failures), args.loops, specs)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from harness import rotated
 from loop_registry import (
     LoopSpec,
     format_machine_line,
@@ -421,8 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     active = [run for run in runs if run.spec.available]
 
     for round_no in range(1, args.rounds + 1):
-        shift = (round_no - 1) % max(1, len(active))
-        for run in active[shift:] + active[:shift]:
+        for run in rotated(active, round_no):
             if run.error is not None:
                 continue
             try:
