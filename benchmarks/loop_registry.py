@@ -1,7 +1,7 @@
 """Which event loops the benchmarks can compare, and what machine they ran on.
 
-Both benchmark scripts (bench_core.py and main_job.py) compare the same loops side by side and
-print the same header, so finding the loops and describing the machine lives here, once. A loop
+Every benchmark script (through harness.py) and main_job.py compare the same loops side by side
+and print the same header, so finding the loops and describing the machine lives here, once. A loop
 whose package is missing or broken is reported with the reason and skipped: a half-built ferroloop
 must not stop the other loops from being measured.
 """
