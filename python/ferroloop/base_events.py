@@ -231,6 +231,8 @@ class Loop(
         if self.get_debug():
             logger.debug("Close %r", self)
         self.set_block_threshold(None)  # stops and joins the watchdog thread
+        if self._clock is not None:
+            self._clock._loop_closed(self)  # the clock keeps the time it reached
         self._close_native()
         # Signal handlers removed, wake-up fd restored, running children handed to a reaper.
         self._close_unix()

@@ -13,7 +13,7 @@ import asyncio
 import sys
 
 from .base_events import Loop
-from .introspection import VirtualClock
+from .introspection import VirtualClock, _check_clock
 
 __all__ = ["EventLoopPolicy", "install", "new_event_loop"]
 
@@ -24,6 +24,8 @@ def new_event_loop(*, clock: VirtualClock | None = None) -> Loop:
     ``clock``: a ``ferroloop.VirtualClock`` for a loop whose time jumps to the next timer
     whenever it is idle (tests), or None for the real clock.
     """
+    if clock is not None:
+        _check_clock(clock)  # before a loop exists that would have to be closed
     return Loop(clock=clock)
 
 

@@ -171,6 +171,11 @@ class VirtualClock:
         self._loop = weakref.ref(loop)
         loop._set_virtual_clock(self._start, self._autojump_threshold)
 
+    def _loop_closed(self, loop: Any) -> None:
+        if self._current_loop() is loop:
+            self._start = loop.time()
+            self._loop = None
+
     def time(self) -> float:
         """The current virtual time (the loop's ``loop.time()``)."""
         loop = self._current_loop()
@@ -196,6 +201,11 @@ class VirtualClock:
         )
 
 
+def _check_clock(clock: Any) -> None:
+    if not isinstance(clock, VirtualClock):
+        raise TypeError(f"clock must be a ferroloop.VirtualClock or None, got {clock!r}")
+
+
 def _format_handle(handle: Any) -> str:
     callback = getattr(handle, "_callback", None)
     owner = getattr(callback, "__self__", None)
@@ -210,7 +220,7 @@ class IntrospectionMethods:
     """``Loop``'s blocking detector, ``stats()`` and virtual-clock plumbing."""
 
     def _init_introspection(self, clock: VirtualClock | None) -> None:
-        self._clock = clock
+        self._clock: VirtualClock | None = None
         self._block_threshold: float | None = None
         self._block_handler: Callable[[BlockedCallback], object] | None = None
         self._blocked_count = 0
@@ -218,9 +228,9 @@ class IntrospectionMethods:
         self._run_seconds = 0.0
         self._run_started: float | None = None
         if clock is not None:
-            if not isinstance(clock, VirtualClock):
-                raise TypeError(f"clock must be a ferroloop.VirtualClock, got {clock!r}")
+            _check_clock(clock)
             clock._attach(self)
+            self._clock = clock
 
     # -- blocking detector -------------------------------------------------------------------
 
