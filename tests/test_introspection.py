@@ -608,3 +608,48 @@ if sys.version_info >= (3, 12):
 
         assert asyncio.run(main(), loop_factory=lambda: ferroloop.new_event_loop(
             clock=VirtualClock())) == 86400.0
+
+
+def test_a_callback_that_holds_the_gil_is_reported_when_it_returns(ferro_loop, caplog):
+    # A regular expression that backtracks for a while: `re` never releases the GIL, so the
+    # watchdog cannot look at the stack while it runs; the loop thread reports it afterwards.
+    import re
+
+    pattern = re.compile(r"(a|aa)+$")
+    n = 20
+    while True:
+        start = time.monotonic()
+        pattern.match("a" * n + "b")
+        if time.monotonic() - start >= 0.05 or n >= 40:
+            break
+        n += 1
+    subject = "a" * (n + 4) + "b"  # about 7x longer than the calibration: >= 0.3 s
+    loop = ferro_loop
+    rec = Recorder()
+    loop.set_block_threshold(0.1, rec)
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        loop.call_soon(pattern.match, subject)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    assert rec.during() == []
+    (after,) = rec.after()
+    assert not after.stack_reported and after.seconds >= 0.1
+    assert any("held the GIL" in r.getMessage() for r in caplog.records)
+
+
+def test_a_handler_may_turn_the_detector_off(ferro_loop):
+    loop = ferro_loop
+    seen = []
+
+    def handler(report):
+        seen.append(report.finished)
+        loop.set_block_threshold(None)  # on the watchdog thread: must not join itself
+
+    loop.set_block_threshold(0.05, handler)
+    loop.call_soon(time.sleep, 0.2)
+    loop.call_soon(time.sleep, 0.2)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == [False]  # turned off after the first report: no follow-up, no second one
+    assert loop.get_block_threshold() is None
+    assert wait_until(lambda: watchdog_threads() == [])

@@ -558,7 +558,66 @@ impl LoopCore {
         }
     }
 
+    /// Step 9: pops and runs `ntodo` handles. `WATCHED`: publish each callback to the
+    /// blocking detector (two variants, so that the loop without it has no per-callback test).
+    #[inline(always)]
+    fn run_batch<const WATCHED: bool>(slf: &Bound<'_, Self>, ntodo: usize) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let watch = &*this.watch;
+        for i in 0..ntodo {
+            let Some(queued) = this.state.borrow_mut(py).ready.pop() else {
+                // Only if a callback emptied the queue (close() from a callback).
+                this.state.borrow_mut(py).counters.callbacks -= (ntodo - i) as u64;
+                break;
+            };
+            // SAFETY: everything in the ready queue is an asyncio.Handle.
+            if unsafe { handles::is_cancelled(queued.as_ptr()) } {
+                this.state.borrow_mut(py).counters.callbacks -= 1;
+                queued.finish();
+                continue;
+            }
+            let outcome = if WATCHED {
+                let seq = watch.begin(queued.as_ptr());
+                let outcome = Self::run_one(slf, &queued);
+                if watch.end(seq) {
+                    Self::blocked_callback_done(slf, queued.as_ptr(), seq);
+                }
+                outcome
+            } else {
+                Self::run_one(slf, &queued)
+            };
+            queued.finish();
+            let err = match outcome {
+                Ok(RunOutcome::Done) => continue,
+                Ok(RunOutcome::Propagate(err)) | Err(err) => err,
+            };
+            // The rest of the batch stays queued for the next run; it has not run yet.
+            this.state.borrow_mut(py).counters.callbacks -= (ntodo - i - 1) as u64;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Runs one queued handle (in debug mode through `Loop._run_handle_debug`).
+    #[inline(always)]
+    fn run_one(slf: &Bound<'_, Self>, queued: &Queued) -> PyResult<RunOutcome> {
+        let py = slf.py();
+        // SAFETY: `queued` keeps the handle alive while this borrow exists; it is dropped
+        // before `finish` looks at the reference count.
+        let handle = unsafe { Bound::from_borrowed_ptr(py, queued.as_ptr()) };
+        if slf.get().debug_enabled() {
+            slf.as_any()
+                .call_method1(pyo3::intern!(py, "_run_handle_debug"), (&handle,))
+                .map(|_| RunOutcome::Done)
+        } else {
+            handles::run_handle(py, slf.as_any(), &handle)
+        }
+    }
+
     /// A callback the blocking detector flagged has returned: report its total duration.
+    #[cold]
+    #[inline(never)]
     fn blocked_callback_done(slf: &Bound<'_, Self>, handle: *mut ffi::PyObject, seq: u64) {
         let py = slf.py();
         let (total, reported) = slf.get().watch.flagged_outcome(seq);
@@ -607,55 +666,20 @@ impl LoopCore {
             }
         }
 
-        let (ntodo, watch) = {
+        let (ntodo, watched) = {
             let mut st = this.state.borrow_mut(py);
             let n = st.ready.begin_batch();
             let c = &mut st.counters;
             c.iterations += 1;
-            c.callbacks += n as u64; // cancelled handles are taken off again below
+            c.callbacks += n as u64; // cancelled handles are taken off again
             c.largest_batch = c.largest_batch.max(n as u64);
             // The blocking detector's switch is read once per batch.
-            (n, this.detect.load(Relaxed).then_some(&*this.watch))
+            (n, this.detect.load(Relaxed))
         };
-        let loop_any = slf.as_any();
-        for i in 0..ntodo {
-            let Some(queued) = this.state.borrow_mut(py).ready.pop() else {
-                // Only if a callback emptied the queue (close() from a callback).
-                this.state.borrow_mut(py).counters.callbacks -= (ntodo - i) as u64;
-                break;
-            };
-            // SAFETY: everything in the ready queue is an asyncio.Handle.
-            if unsafe { handles::is_cancelled(queued.as_ptr()) } {
-                this.state.borrow_mut(py).counters.callbacks -= 1;
-                queued.finish();
-                continue;
-            }
-            let seq = watch.map(|w| w.begin(queued.as_ptr()));
-            let outcome = {
-                // SAFETY: `queued` keeps the handle alive while this borrow exists; it is
-                // dropped before `finish` looks at the reference count.
-                let handle = unsafe { Bound::from_borrowed_ptr(py, queued.as_ptr()) };
-                if this.debug_enabled() {
-                    loop_any
-                        .call_method1(pyo3::intern!(py, "_run_handle_debug"), (&handle,))
-                        .map(|_| RunOutcome::Done)
-                } else {
-                    handles::run_handle(py, loop_any, &handle)
-                }
-            };
-            if let (Some(w), Some(s)) = (watch, seq) {
-                if w.end(s) {
-                    Self::blocked_callback_done(slf, queued.as_ptr(), s);
-                }
-            }
-            queued.finish();
-            let err = match outcome {
-                Ok(RunOutcome::Done) => continue,
-                Ok(RunOutcome::Propagate(err)) | Err(err) => err,
-            };
-            // The rest of the batch stays queued for the next run; it has not run yet.
-            this.state.borrow_mut(py).counters.callbacks -= (ntodo - i - 1) as u64;
-            return Err(err);
+        if watched {
+            Self::run_batch::<true>(slf, ntodo)?;
+        } else {
+            Self::run_batch::<false>(slf, ntodo)?;
         }
         this.flush_transports(py)
     }
@@ -861,9 +885,15 @@ impl LoopCore {
                 if let Some(d) = detector {
                     let (reporter, thread) = d.stop();
                     drop(reporter);
-                    if let Some(t) = thread {
+                    match thread {
+                        // Turned off by a block handler, on the watchdog thread itself: it
+                        // ends when the report returns.
+                        Some(t) if t.thread().id() == std::thread::current().id() => drop(t),
                         // The thread may be waiting for the GIL: join with it released.
-                        let _ = py.detach(|| t.join());
+                        Some(t) => {
+                            let _ = py.detach(|| t.join());
+                        }
+                        None => {}
                     }
                 }
             }
