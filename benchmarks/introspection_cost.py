@@ -12,10 +12,12 @@ Workloads (run by this same file as a child, `--child WORKLOAD MODE N`):
 
 - call_soon: one callback that re-schedules itself (bench_core's call_soon chain): one
   callback and one loop iteration per operation, the worst case for per-callback costs.
+- sleep0: one task awaiting asyncio.sleep(0): a task step and a loop iteration per operation.
 - pingpong: two tasks on one loop bouncing 64 bytes over a socketpair with sock_recv and
   sock_sendall: a poll, I/O events and task steps per operation.
 
-MODE is `off` (plain loop) or `on` (blocking detector on, threshold 1 s).
+MODE is `off` (plain loop), `on` (blocking detector on, threshold 1 s) or `thread` (detector
+off, an idle second thread: what merely having another thread costs).
 """
 
 from __future__ import annotations
@@ -72,7 +74,15 @@ def pingpong(loop: asyncio.AbstractEventLoop, n: int) -> None:
         b.close()
 
 
-WORKLOADS = {"call_soon": call_soon, "pingpong": pingpong}
+def sleep0(loop: asyncio.AbstractEventLoop, n: int) -> None:
+    async def spin() -> None:
+        for _ in range(n):
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(spin())
+
+
+WORKLOADS = {"call_soon": call_soon, "sleep0": sleep0, "pingpong": pingpong}
 
 
 def child(workload: str, mode: str, n: int) -> None:
@@ -85,6 +95,13 @@ def child(workload: str, mode: str, n: int) -> None:
     loop = ferroloop.new_event_loop()
     if mode == "on":
         loop.set_block_threshold(1.0)
+    elif mode == "thread":
+        # Detector off, but a second thread exists (one that sleeps), as the watchdog does:
+        # prices what any second thread costs (glibc's multi-threaded paths).
+        import threading
+
+        stop = threading.Event()
+        threading.Thread(target=stop.wait, daemon=True).start()
     try:
         WORKLOADS[workload](loop, n)
     finally:
@@ -108,7 +125,7 @@ def instructions(workload: str, mode: str, n: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--child", nargs=3, metavar=("WORKLOAD", "MODE", "N"))
-    parser.add_argument("--workloads", default="call_soon,pingpong")
+    parser.add_argument("--workloads", default="call_soon,sleep0,pingpong")
     parser.add_argument("--modes", default="off,on")
     parser.add_argument("-n", type=int, default=20_000, help="operations (default 20000)")
     args = parser.parse_args()
