@@ -369,11 +369,12 @@ def _scenario(unit: float):
         loop = asyncio.get_running_loop()
         log = []
 
+        start = loop.time()
+
         async def sleeper(name, wakes):
-            last = 0
             for w in wakes:
-                await asyncio.sleep((w - last) * unit)
-                last = w
+                # Against the start, so late wake-ups on a busy machine do not add up.
+                await asyncio.sleep(start + w * unit - loop.time())
                 log.append(f"{name}@{w}")
 
         async def timed_out(name, limit, work):
@@ -486,11 +487,15 @@ def test_virtual_clock_with_real_socket_io():
     async def main():
         loop = asyncio.get_running_loop()
 
+        handled = asyncio.Event()
+
         async def handle(reader, writer):
             while data := await reader.readline():
                 writer.write(data.upper())
                 await writer.drain()
             writer.close()
+            await writer.wait_closed()
+            handled.set()
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -502,8 +507,9 @@ def test_virtual_clock_with_real_socket_io():
                 writer.write(word)
                 await writer.drain()
                 answers.append(await reader.readline())
-            writer.close()
+            writer.close()  # the client closes first: no TIME_WAIT left on the server's port
             await writer.wait_closed()
+            await handled.wait()
         now = loop.time()
         ticker.cancel()
         server.close()
