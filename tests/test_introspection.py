@@ -682,3 +682,35 @@ def test_virtual_clock_never_jumps_to_an_infinite_deadline():
     assert (result, now, stats.clock_jumps) == ("woken", 0.0, 0)
     assert stats.iterations < 20  # it slept instead of spinning
     assert time.monotonic() - start >= 0.09
+
+
+def test_detector_on_a_loop_in_another_thread_in_debug_mode():
+    # The stack is the thread's that runs the loop; debug mode's own slow-callback log
+    # (afterwards, from asyncio's Handle._run path) and the detector work side by side.
+    rec = Recorder()
+    result = {}
+
+    def slow_step():
+        time.sleep(0.25)
+
+    def body():
+        loop = ferroloop.new_event_loop()
+        loop.set_debug(True)
+        loop.set_block_threshold(0.05, rec)
+        try:
+            loop.call_soon(slow_step)
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+            result["stats"] = loop.stats()
+        finally:
+            loop.close()
+
+    t = threading.Thread(target=body, name="loop-thread")
+    t.start()
+    t.join(10)
+    assert not t.is_alive()
+    (during,) = rec.during()
+    names = [f.name for f in during.stack]
+    assert names[-1] == "slow_step" and "body" in names, names
+    assert "_run_handle_debug" in names  # debug mode runs callbacks through Python
+    assert result["stats"].blocked_callbacks == 1
