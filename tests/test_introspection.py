@@ -714,3 +714,34 @@ def test_detector_on_a_loop_in_another_thread_in_debug_mode():
     assert names[-1] == "slow_step" and "body" in names, names
     assert "_run_handle_debug" in names  # debug mode runs callbacks through Python
     assert result["stats"].blocked_callbacks == 1
+
+
+def test_python_m_ferroloop_top_prints_live_stats(tmp_path):
+    import subprocess
+
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import asyncio, sys, time\n"
+        "async def main():\n"
+        "    loop = asyncio.get_running_loop()\n"
+        "    print(type(loop).__module__, sys.argv[1:], flush=True)\n"
+        "    for _ in range(12):\n"
+        "        for _ in range(50):\n"
+        "            loop.call_soon(lambda: None)\n"
+        "        await asyncio.sleep(0.05)\n"
+        "    time.sleep(0.25)\n"
+        "    await asyncio.sleep(0.3)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferroloop", "top", "--interval", "0.2",
+         "--block-threshold", "0.1", str(script), "one", "two"],
+        check=False, capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ferroloop.base_events ['one', 'two']")
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("[ferroloop top] loop 1:")]
+    assert len(lines) >= 3, proc.stderr
+    assert any(" 0 cb/s" not in ln and "cb/s" in ln for ln in lines[1:]), lines
+    assert "blocked 1 (slowest" in lines[-1], lines
+    assert "has blocked the event loop" in proc.stderr
