@@ -471,12 +471,13 @@ impl LoopCore {
             }
         }
         let poller = &this.poller;
-        // Only polls that may sleep are timed (two clock reads beside a blocking syscall).
+        // Only polls that may sleep are timed, with the coarse clock (two vDSO reads beside a
+        // blocking syscall; see `coarse_monotonic_ns`).
         let sleeping = timeout != Some(Duration::ZERO);
         let t0 = if sleeping {
-            ferroloop_core::monotonic()
+            ferroloop_core::sys::coarse_monotonic_ns()
         } else {
-            0.0
+            0
         };
         let res = py.detach(|| poller.poll(&mut events, timeout));
 
@@ -494,7 +495,7 @@ impl LoopCore {
             counters.polls += 1;
             if sleeping {
                 counters.sleeping_polls += 1;
-                counters.poll_seconds += ferroloop_core::monotonic() - t0;
+                counters.poll_ns += ferroloop_core::sys::coarse_monotonic_ns().wrapping_sub(t0);
             }
             for e in events.iter() {
                 if e.token == SIGNAL_TOKEN {
@@ -926,7 +927,7 @@ impl LoopCore {
         d.set_item("largest_batch", c.largest_batch)?;
         d.set_item("polls", c.polls)?;
         d.set_item("sleeping_polls", c.sleeping_polls)?;
-        d.set_item("poll_seconds", c.poll_seconds)?;
+        d.set_item("poll_seconds", c.poll_ns as f64 / 1e9)?;
         d.set_item("timers_scheduled", c.timers_scheduled)?;
         d.set_item("timers_cancelled", c.timers_cancelled)?;
         d.set_item("timers_fired", c.timers_fired)?;

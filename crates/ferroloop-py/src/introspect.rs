@@ -41,8 +41,8 @@ pub(crate) struct Counters {
     /// `epoll_wait` calls, and how many of them were allowed to sleep (timeout not zero).
     pub(crate) polls: u64,
     pub(crate) sleeping_polls: u64,
-    /// Seconds spent inside polls that were allowed to sleep.
-    pub(crate) poll_seconds: f64,
+    /// Nanoseconds spent inside polls that were allowed to sleep (coarse clock).
+    pub(crate) poll_ns: u64,
     /// Timers scheduled, cancelled while scheduled, and moved to the ready queue when due.
     pub(crate) timers_scheduled: u64,
     pub(crate) timers_cancelled: u64,
