@@ -332,9 +332,10 @@ def test_stats_fds_io_events_and_poll_time(ferro_loop):
         assert got == [b"ping"]
         assert s.io_events - before.io_events >= 1
         assert s.sleeping_polls >= 1 and s.polls >= s.sleeping_polls
-        assert 0.15 <= s.poll_seconds <= s.running_seconds
+        # poll_seconds is summed on the coarse clock: within a scheduler tick (<= 4 ms).
+        assert 0.15 <= s.poll_seconds <= s.running_seconds + 0.005
         assert s.running_seconds >= 0.2
-        assert s.busy_seconds == pytest.approx(s.running_seconds - s.poll_seconds)
+        assert s.busy_seconds == max(0.0, s.running_seconds - s.poll_seconds)
         assert loop.remove_reader(a)
         assert loop.stats().fds == 0
     finally:

@@ -118,7 +118,8 @@ class LoopStats:
 
     @property
     def busy_seconds(self) -> float:
-        """Seconds the loop spent running, less those it slept in poll."""
+        """Seconds the loop spent running, less those it slept in poll (within a few ms:
+        ``poll_seconds`` moves in scheduler ticks)."""
         return max(0.0, self.running_seconds - self.poll_seconds)
 
 
