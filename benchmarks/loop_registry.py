@@ -23,6 +23,12 @@ LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 #: Every loop the benchmarks know, in the column order of their tables.
 KNOWN_LOOPS: tuple[str, ...] = ("asyncio", "uvloop", "rloop", "ferroloop")
 
+#: ferroloop with an optional feature switched on, measured only when named in --loops (to
+#: price the feature against plain "ferroloop" in the same interleaved run).
+VARIANT_LOOPS: dict[str, str] = {
+    "ferroloop-watched": "ferroloop with the blocking detector on (threshold 0.1 s, issue 11)",
+}
+
 
 @dataclass(frozen=True)
 class LoopSpec:
@@ -51,8 +57,24 @@ def _distribution_version(name: str, module: object | None = None) -> str:
         return str(getattr(module, "__version__", "unknown"))
 
 
+def _variant(name: str) -> LoopSpec:
+    base = resolve_loop("ferroloop")
+    if base.factory is None:
+        return LoopSpec(name, None, base.version, base.problem)
+    make = base.factory
+
+    def watched() -> asyncio.AbstractEventLoop:
+        loop = make()
+        loop.set_block_threshold(0.1)  # type: ignore[attr-defined]
+        return loop
+
+    return LoopSpec(name, watched, base.version)
+
+
 def resolve_loop(name: str) -> LoopSpec:
     """Import the loop package `name` and check that it can make (and close) a loop."""
+    if name in VARIANT_LOOPS:
+        return _variant(name)
     if name == "asyncio":
         factory: LoopFactory = _stock_asyncio_loop
         version = f"stdlib {platform.python_version()}"
@@ -96,12 +118,13 @@ def parse_loop_names(text: str | None, default: tuple[str, ...] = KNOWN_LOOPS) -
     if not text:
         return list(default)
     wanted = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in wanted if name not in KNOWN_LOOPS]
+    choices = (*KNOWN_LOOPS, *VARIANT_LOOPS)
+    unknown = [name for name in wanted if name not in choices]
     if unknown:
         raise SystemExit(
-            f"unknown loop(s): {', '.join(unknown)}; choose from {', '.join(KNOWN_LOOPS)}"
+            f"unknown loop(s): {', '.join(unknown)}; choose from {', '.join(choices)}"
         )
-    return [name for name in KNOWN_LOOPS if name in wanted]
+    return [name for name in choices if name in wanted]
 
 
 def _cpu_model() -> str:

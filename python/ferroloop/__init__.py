@@ -6,6 +6,10 @@ Use it in one line::
     asyncio.Runner(loop_factory=ferroloop.new_event_loop)   # Python 3.11+
     ferroloop.install()                                     # make it asyncio's default
 
+Seeing inside the loop: ``ferroloop.run(main(), block_threshold=0.1)`` reports callbacks that
+block the loop, with their stack, while they block; ``loop.stats()``; and
+``ferroloop.new_event_loop(clock=ferroloop.VirtualClock())`` for tests on virtual time.
+
 ``ferroloop.Loop`` is an ``asyncio.AbstractEventLoop``; asyncio's own Future and Task run on
 it unchanged.
 """
@@ -15,13 +19,17 @@ from __future__ import annotations
 from ._native import Handle, TimerHandle
 from .base_events import Loop
 from .events import EventLoopPolicy, install, new_event_loop
+from .introspection import BlockedCallback, LoopStats, VirtualClock
 from .runners import run
 
 __all__ = [
+    "BlockedCallback",
     "EventLoopPolicy",
     "Handle",
     "Loop",
+    "LoopStats",
     "TimerHandle",
+    "VirtualClock",
     "install",
     "new_event_loop",
     "run",

@@ -31,6 +31,7 @@ from typing import Any
 from . import _native, tls, transports
 from .connections import ConnectionMethods
 from .datagram import DatagramMethods
+from .introspection import IntrospectionMethods, VirtualClock
 from .selector_events import SocketMethods
 from .unix_events import UnixMethods
 
@@ -76,11 +77,14 @@ def _stop_loop_when_done(fut: asyncio.Future) -> None:
 
 class Loop(
     _native.LoopCore, SocketMethods, ConnectionMethods, UnixMethods, DatagramMethods,
-    asyncio.AbstractEventLoop,
+    IntrospectionMethods, asyncio.AbstractEventLoop,
 ):
-    """An asyncio event loop whose scheduler, timers and poller are written in Rust."""
+    """An asyncio event loop whose scheduler, timers and poller are written in Rust.
 
-    def __init__(self) -> None:
+    ``clock``: None for the real clock, or a ``ferroloop.VirtualClock`` (introspection.py).
+    """
+
+    def __init__(self, *, clock: VirtualClock | None = None) -> None:
         self._thread_id: int | None = None
         self._exception_handler: Callable[[Any, dict], object] | None = None
         self._default_executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -106,6 +110,8 @@ class Loop(
         self._set_debug_flag(_debug_mode_from_environment())
         if type(self).time is not _native.LoopCore.time:
             self._set_time_overridden(True)
+        # Blocking detector, stats(), virtual clock (introspection.py).
+        self._init_introspection(clock)
 
     # -- a patched ``loop.time`` must keep driving the scheduler -----------------------------
 
@@ -180,8 +186,10 @@ class Loop(
             events._set_running_loop(self)
             self._set_running(True)
             self._watch_signal_wakeups()
+            self._run_timer_start()
             self._run_forever_native()
         finally:
+            self._run_timer_stop()
             self._unwatch_signal_wakeups()
             self._set_running(False)
             self._thread_id = None
@@ -222,6 +230,9 @@ class Loop(
             return
         if self.get_debug():
             logger.debug("Close %r", self)
+        self.set_block_threshold(None)  # stops and joins the watchdog thread
+        if self._clock is not None:
+            self._clock._loop_closed(self)  # the clock keeps the time it reached
         self._close_native()
         # Signal handlers removed, wake-up fd restored, running children handed to a reaper.
         self._close_unix()
@@ -317,7 +328,10 @@ class Loop(
             if executor is None:
                 executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
                 self._default_executor = executor
-        return futures.wrap_future(executor.submit(func, *args), loop=self)
+        fut = futures.wrap_future(executor.submit(func, *args), loop=self)
+        if self._clock is not None:
+            self._hold_clock_until(fut)  # a virtual clock waits for the job
+        return fut
 
     def set_default_executor(self, executor: Any) -> None:
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
@@ -332,6 +346,8 @@ class Loop(
         future = self.create_future()
         thread = threading.Thread(target=self._do_shutdown, args=(future,))
         thread.start()
+        if self._clock is not None:
+            self._hold_clock_until(future)  # a virtual clock waits for the threads
         try:
             async with asyncio.timeout(timeout):
                 await future

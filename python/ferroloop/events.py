@@ -13,13 +13,20 @@ import asyncio
 import sys
 
 from .base_events import Loop
+from .introspection import VirtualClock, _check_clock
 
 __all__ = ["EventLoopPolicy", "install", "new_event_loop"]
 
 
-def new_event_loop() -> Loop:
-    """Return a new ferroloop event loop."""
-    return Loop()
+def new_event_loop(*, clock: VirtualClock | None = None) -> Loop:
+    """Return a new ferroloop event loop.
+
+    ``clock``: a ``ferroloop.VirtualClock`` for a loop whose time jumps to the next timer
+    whenever it is idle (tests), or None for the real clock.
+    """
+    if clock is not None:
+        _check_clock(clock)  # before a loop exists that would have to be closed
+    return Loop(clock=clock)
 
 
 # The base of our policy: asyncio's default one (with the child-watcher API some libraries still

@@ -16,7 +16,8 @@
 //! 4. move due timers to the ready queue, earliest first, FIFO among equal deadlines;
 //! 5. run exactly the callbacks that were ready when the step began.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
@@ -29,6 +30,7 @@ use ferroloop_core::{Events, Interest, Mode, Poller, ReadyQueue, TimerHeap, Toke
 
 use crate::gil_cell::GilCell;
 use crate::handles::{self, Queued, RunOutcome};
+use crate::introspect::{Counters, Detector, Watch};
 use crate::transports::TransportCore;
 use crate::watchers::{Direction, Watchers};
 
@@ -38,6 +40,9 @@ const MAX_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
 const SIGNAL_CHECK_INTERVAL: u32 = 16;
 /// Token of the signal wake-up socket (internal, like the waker).
 const SIGNAL_TOKEN: Token = Token(u64::MAX - 1);
+/// `LoopCore::clock` bits: `loop.time` was replaced (call it), or the clock is virtual.
+const CLOCK_OVERRIDDEN: u8 = 1;
+const CLOCK_VIRTUAL: u8 = 2;
 
 /// A timer handle in the heap. The heap reads the cancel flag straight from the handle.
 struct TimerEntry(Queued);
@@ -60,6 +65,8 @@ pub(crate) struct State {
     flush: Vec<Py<TransportCore>>,
     /// The signal wake-up fd the loop watches while it runs (`signal.set_wakeup_fd`).
     signal_fd: Option<i32>,
+    /// `loop.stats()` counters (introspect.rs).
+    pub(crate) counters: Counters,
 }
 
 #[pyclass(subclass, frozen, module = "ferroloop._native", name = "LoopCore")]
@@ -72,9 +79,22 @@ pub struct LoopCore {
     pub(crate) closed: AtomicBool,
     pub(crate) running: AtomicBool,
     debug: AtomicBool,
-    /// `loop.time` was replaced (an instance attribute or a subclass): call it instead of
-    /// reading the clock.
-    time_overridden: AtomicBool,
+    /// Where "now" comes from: 0 = `CLOCK_MONOTONIC`; `CLOCK_OVERRIDDEN` = `loop.time` was
+    /// replaced (an instance attribute or a subclass): call it; `CLOCK_VIRTUAL` = the virtual
+    /// clock (`virtual_now`), which jumps to the next timer when the loop is idle.
+    clock: AtomicU8,
+    /// Virtual clock: the current time (`f64` bits).
+    virtual_now: AtomicU64,
+    /// Virtual clock: real seconds the loop waits for I/O before it jumps (`f64` bits).
+    autojump_threshold: AtomicU64,
+    /// Virtual clock: jumps are held while this is not zero (executor jobs in flight).
+    clock_holds: AtomicU64,
+    /// Blocking detector: what the loop thread publishes per callback (introspect.rs).
+    watch: Arc<Watch>,
+    /// The blocking detector is on (read once per batch).
+    detect: AtomicBool,
+    /// The blocking detector's watchdog thread, while it is on.
+    detector: GilCell<Option<Detector>>,
     /// File descriptors registered by users of the loop (watchers, transports). While there
     /// are none, a zero-timeout poll is skipped.
     pub(crate) io_registrations: AtomicU64,
@@ -94,7 +114,9 @@ impl LoopCore {
     }
 
     pub fn note_timer_cancelled(&self, py: Python<'_>) {
-        self.state.borrow_mut(py).timers.note_cancelled();
+        let mut st = self.state.borrow_mut(py);
+        st.counters.timers_cancelled += 1;
+        st.timers.note_cancelled();
     }
 
     #[inline]
@@ -109,12 +131,25 @@ impl LoopCore {
     /// `self.time()`, honouring a patched `time`.
     #[inline]
     fn now(slf: &Bound<'_, Self>) -> PyResult<f64> {
-        if slf.get().time_overridden.load(Relaxed) {
-            slf.call_method0(pyo3::intern!(slf.py(), "time"))?
-                .extract::<f64>()
-        } else {
-            Ok(ferroloop_core::monotonic())
+        match slf.get().clock.load(Relaxed) {
+            0 => Ok(ferroloop_core::monotonic()),
+            CLOCK_VIRTUAL => Ok(slf.get().virtual_time()),
+            _ => slf
+                .call_method0(pyo3::intern!(slf.py(), "time"))?
+                .extract::<f64>(),
         }
+    }
+
+    #[inline]
+    fn virtual_time(&self) -> f64 {
+        f64::from_bits(self.virtual_now.load(Relaxed))
+    }
+
+    /// Records the running thread for the blocking detector's stack captures.
+    fn note_loop_thread(&self) {
+        // SAFETY: PyThread_get_thread_ident has no preconditions (it is pthread_self).
+        let ident = unsafe { ffi::PyThread_get_thread_ident() };
+        self.watch.set_thread_ident(ident as u64);
     }
 
     /// Puts a transport on the list flushed after the current batch.
@@ -156,10 +191,9 @@ impl LoopCore {
 
     #[inline]
     fn push_timer(&self, py: Python<'_>, when: f64, handle: Queued) {
-        self.state
-            .borrow_mut(py)
-            .timers
-            .push(when, TimerEntry(handle));
+        let mut st = self.state.borrow_mut(py);
+        st.counters.timers_scheduled += 1;
+        st.timers.push(when, TimerEntry(handle));
     }
 
     /// The context a new handle runs in, and whether the loop made it (a copy of the current
@@ -278,7 +312,8 @@ impl LoopCore {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
         let this = slf.get();
-        if !this.time_overridden.load(Relaxed) {
+        let clock = this.clock.load(Relaxed);
+        if clock == 0 || clock == CLOCK_VIRTUAL {
             let fast = if let Ok(f) = delay.cast::<PyFloat>() {
                 Some(f.value())
             } else if delay.is_exact_instance_of::<pyo3::types::PyInt>() {
@@ -287,7 +322,12 @@ impl LoopCore {
                 None
             };
             if let Some(d) = fast {
-                let when = ferroloop_core::monotonic() + d;
+                let now = if clock == 0 {
+                    ferroloop_core::monotonic()
+                } else {
+                    this.virtual_time()
+                };
+                let when = now + d;
                 let when_obj = PyFloat::new(py, when).into_any();
                 return Self::schedule_timer(slf, &when_obj, when, callback, args, context);
             }
@@ -374,10 +414,15 @@ impl LoopCore {
         drop(removed);
 
         let immediate = has_ready || this.stopping.load(Relaxed);
+        // Virtual clock: the deadline to jump to if this poll finds nothing to do.
+        let mut jump_to = None;
         let timeout = if immediate {
             Some(Duration::ZERO)
         } else {
             match next_deadline {
+                Some(deadline) if this.clock.load(Relaxed) == CLOCK_VIRTUAL => {
+                    this.virtual_timeout(deadline, &mut jump_to)
+                }
                 Some(deadline) => {
                     let now = Self::now(slf)?;
                     let secs = (deadline - now).clamp(0.0, MAX_SELECT_TIMEOUT);
@@ -401,6 +446,9 @@ impl LoopCore {
             // bytecode boundary of the Python callbacks in between).
             let n = this.skipped_polls.load(Relaxed).wrapping_add(1);
             this.skipped_polls.store(n, Relaxed);
+            if let Some(deadline) = jump_to {
+                this.jump_if_idle(py, deadline);
+            }
             if n % SIGNAL_CHECK_INTERVAL == 0 {
                 return py.check_signals();
             }
@@ -423,6 +471,14 @@ impl LoopCore {
             }
         }
         let poller = &this.poller;
+        // Only polls that may sleep are timed, with the coarse clock (two vDSO reads beside a
+        // blocking syscall; see `coarse_monotonic_ns`).
+        let sleeping = timeout != Some(Duration::ZERO);
+        let t0 = if sleeping {
+            ferroloop_core::sys::coarse_monotonic_ns()
+        } else {
+            0
+        };
         let res = py.detach(|| poller.poll(&mut events, timeout));
 
         // Step 2b: readiness to watchers (asyncio's `_process_events`).
@@ -431,12 +487,21 @@ impl LoopCore {
         {
             let mut st = this.state.borrow_mut(py);
             let State {
-                ready, watchers, ..
+                ready,
+                watchers,
+                counters,
+                ..
             } = &mut *st;
+            counters.polls += 1;
+            if sleeping {
+                counters.sleeping_polls += 1;
+                counters.poll_ns += ferroloop_core::sys::coarse_monotonic_ns().wrapping_sub(t0);
+            }
             for e in events.iter() {
                 if e.token == SIGNAL_TOKEN {
                     signal_ready = true;
                 } else {
+                    counters.io_events += 1;
                     watchers.dispatch(py, &e, ready, &mut cancelled);
                 }
             }
@@ -459,7 +524,112 @@ impl LoopCore {
             let data = pyo3::types::PyBytes::new(py, &signums);
             slf.call_method1(pyo3::intern!(py, "_process_self_data"), (data,))?;
         }
+        if let (Some(deadline), Ok(())) = (jump_to, &res) {
+            this.jump_if_idle(py, deadline);
+        }
         Self::after_poll(py, res)
+    }
+
+    /// Virtual clock: the poll timeout while timers are pending and nothing is ready. The
+    /// clock never moves while the loop waits, so the loop waits (in real time) only for I/O:
+    /// `autojump_threshold` seconds, after which the clock jumps to `deadline` if nothing
+    /// happened, or indefinitely while jumps are held (an executor job is running) or when the
+    /// deadline is infinite.
+    fn virtual_timeout(&self, deadline: f64, jump_to: &mut Option<f64>) -> Option<Duration> {
+        // NaN deadlines read as -inf: due now.
+        if deadline <= self.virtual_time() {
+            return Some(Duration::ZERO);
+        }
+        if deadline == f64::INFINITY || self.clock_holds.load(Relaxed) != 0 {
+            return None;
+        }
+        *jump_to = Some(deadline);
+        let wait = f64::from_bits(self.autojump_threshold.load(Relaxed));
+        Some(Duration::from_secs_f64(wait.clamp(0.0, MAX_SELECT_TIMEOUT)))
+    }
+
+    /// Virtual clock: move to `deadline` unless the poll made something ready.
+    fn jump_if_idle(&self, py: Python<'_>, deadline: f64) {
+        let mut st = self.state.borrow_mut(py);
+        if st.ready.is_empty() && self.clock_holds.load(Relaxed) == 0 {
+            if deadline > self.virtual_time() {
+                self.virtual_now.store(deadline.to_bits(), Relaxed);
+            }
+            st.counters.clock_jumps += 1;
+        }
+    }
+
+    /// Step 9: pops and runs `ntodo` handles. `WATCHED`: publish each callback to the
+    /// blocking detector (two variants, so that the loop without it has no per-callback test).
+    #[inline(always)]
+    fn run_batch<const WATCHED: bool>(slf: &Bound<'_, Self>, ntodo: usize) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let watch = &*this.watch;
+        for i in 0..ntodo {
+            let Some(queued) = this.state.borrow_mut(py).ready.pop() else {
+                // Only if a callback emptied the queue (close() from a callback).
+                this.state.borrow_mut(py).counters.callbacks -= (ntodo - i) as u64;
+                break;
+            };
+            // SAFETY: everything in the ready queue is an asyncio.Handle.
+            if unsafe { handles::is_cancelled(queued.as_ptr()) } {
+                this.state.borrow_mut(py).counters.callbacks -= 1;
+                queued.finish();
+                continue;
+            }
+            let outcome = if WATCHED {
+                let seq = watch.begin(queued.as_ptr());
+                let outcome = Self::run_one(slf, &queued);
+                if watch.end(seq) {
+                    Self::blocked_callback_done(slf, queued.as_ptr(), seq);
+                }
+                outcome
+            } else {
+                Self::run_one(slf, &queued)
+            };
+            queued.finish();
+            let err = match outcome {
+                Ok(RunOutcome::Done) => continue,
+                Ok(RunOutcome::Propagate(err)) | Err(err) => err,
+            };
+            // The rest of the batch stays queued for the next run; it has not run yet.
+            this.state.borrow_mut(py).counters.callbacks -= (ntodo - i - 1) as u64;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Runs one queued handle (in debug mode through `Loop._run_handle_debug`).
+    #[inline(always)]
+    fn run_one(slf: &Bound<'_, Self>, queued: &Queued) -> PyResult<RunOutcome> {
+        let py = slf.py();
+        // SAFETY: `queued` keeps the handle alive while this borrow exists; it is dropped
+        // before `finish` looks at the reference count.
+        let handle = unsafe { Bound::from_borrowed_ptr(py, queued.as_ptr()) };
+        if slf.get().debug_enabled() {
+            slf.as_any()
+                .call_method1(pyo3::intern!(py, "_run_handle_debug"), (&handle,))
+                .map(|_| RunOutcome::Done)
+        } else {
+            handles::run_handle(py, slf.as_any(), &handle)
+        }
+    }
+
+    /// A callback the blocking detector flagged has returned: report its total duration.
+    #[cold]
+    #[inline(never)]
+    fn blocked_callback_done(slf: &Bound<'_, Self>, handle: *mut ffi::PyObject, seq: u64) {
+        let py = slf.py();
+        let (total, reported) = slf.get().watch.flagged_outcome(seq);
+        // SAFETY: the caller still holds the handle (its `Queued` entry); GIL held.
+        let handle = unsafe { Bound::from_borrowed_ptr(py, handle) };
+        if let Err(e) = slf.call_method1(
+            pyo3::intern!(py, "_blocked_callback_done"),
+            (handle, total, reported),
+        ) {
+            e.write_unraisable(py, Some(slf.as_any()));
+        }
     }
 
     fn after_poll(py: Python<'_>, res: std::io::Result<()>) -> PyResult<()> {
@@ -479,44 +649,38 @@ impl LoopCore {
             if has_timers {
                 let end_time = Self::now(slf)? + ferroloop_core::sys::monotonic_resolution();
                 let mut st = this.state.borrow_mut(py);
-                let State { ready, timers, .. } = &mut *st;
+                let State {
+                    ready,
+                    timers,
+                    counters,
+                    ..
+                } = &mut *st;
+                let mut fired = 0u64;
                 timers.pop_due(end_time, |e| {
                     // SAFETY: heap entries are timer handles; GIL held. The store releases
                     // `True`, which never runs code, so it is fine inside the borrow.
                     unsafe { handles::set_unscheduled(e.0.as_ptr()) };
                     ready.push(e.0);
+                    fired += 1;
                 });
+                counters.timers_fired += fired;
             }
         }
 
-        let ntodo = this.state.borrow_mut(py).ready.begin_batch();
-        let loop_any = slf.as_any();
-        for _ in 0..ntodo {
-            let Some(queued) = this.state.borrow_mut(py).ready.pop() else {
-                break;
-            };
-            // SAFETY: everything in the ready queue is an asyncio.Handle.
-            if unsafe { handles::is_cancelled(queued.as_ptr()) } {
-                queued.finish();
-                continue;
-            }
-            let outcome = {
-                // SAFETY: `queued` keeps the handle alive while this borrow exists; it is
-                // dropped before `finish` looks at the reference count.
-                let handle = unsafe { Bound::from_borrowed_ptr(py, queued.as_ptr()) };
-                if this.debug_enabled() {
-                    loop_any
-                        .call_method1(pyo3::intern!(py, "_run_handle_debug"), (&handle,))
-                        .map(|_| RunOutcome::Done)
-                } else {
-                    handles::run_handle(py, loop_any, &handle)
-                }
-            };
-            queued.finish();
-            match outcome? {
-                RunOutcome::Done => {}
-                RunOutcome::Propagate(err) => return Err(err),
-            }
+        let (ntodo, watched) = {
+            let mut st = this.state.borrow_mut(py);
+            let n = st.ready.begin_batch();
+            let c = &mut st.counters;
+            c.iterations += 1;
+            c.callbacks += n as u64; // cancelled handles are taken off again
+            c.largest_batch = c.largest_batch.max(n as u64);
+            // The blocking detector's switch is read once per batch.
+            (n, this.detect.load(Relaxed))
+        };
+        if watched {
+            Self::run_batch::<true>(slf, ntodo)?;
+        } else {
+            Self::run_batch::<false>(slf, ntodo)?;
         }
         this.flush_transports(py)
     }
@@ -615,6 +779,7 @@ impl LoopCore {
                 watchers: Watchers::default(),
                 flush: Vec::new(),
                 signal_fd: None,
+                counters: Counters::default(),
             }),
             events: GilCell::new(Some(Events::with_capacity(1024))),
             poller: Poller::new()?,
@@ -622,7 +787,13 @@ impl LoopCore {
             closed: AtomicBool::new(false),
             running: AtomicBool::new(false),
             debug: AtomicBool::new(false),
-            time_overridden: AtomicBool::new(false),
+            clock: AtomicU8::new(0),
+            virtual_now: AtomicU64::new(0),
+            autojump_threshold: AtomicU64::new(0),
+            clock_holds: AtomicU64::new(0),
+            watch: Arc::new(Watch::default()),
+            detect: AtomicBool::new(false),
+            detector: GilCell::new(None),
             io_registrations: AtomicU64::new(0),
             has_task_factory: AtomicBool::new(false),
             skipped_polls: std::sync::atomic::AtomicU32::new(0),
@@ -632,7 +803,140 @@ impl LoopCore {
 
     /// Return the time according to the event loop's clock (`time.monotonic()`).
     fn time(&self) -> f64 {
-        ferroloop_core::monotonic()
+        if self.clock.load(Relaxed) & CLOCK_VIRTUAL != 0 {
+            self.virtual_time()
+        } else {
+            ferroloop_core::monotonic()
+        }
+    }
+
+    /// Switch this loop to a virtual clock starting at `start`, which jumps to the next
+    /// timer when the loop has waited `autojump_threshold` real seconds with nothing to do.
+    fn _set_virtual_clock(&self, start: f64, autojump_threshold: f64) {
+        self.virtual_now.store(start.to_bits(), Relaxed);
+        self.autojump_threshold
+            .store(autojump_threshold.to_bits(), Relaxed);
+        self.clock.fetch_or(CLOCK_VIRTUAL, Relaxed);
+    }
+
+    /// Virtual clock: move forward by `seconds` (>= 0); returns the new time.
+    fn _advance_clock(&self, seconds: f64) -> PyResult<f64> {
+        if self.clock.load(Relaxed) & CLOCK_VIRTUAL == 0 {
+            return Err(PyRuntimeError::new_err("the loop's clock is not virtual"));
+        }
+        if seconds.is_nan() || seconds < 0.0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "time can only move forward",
+            ));
+        }
+        let t = self.virtual_time() + seconds;
+        self.virtual_now.store(t.to_bits(), Relaxed);
+        Ok(t)
+    }
+
+    /// Virtual clock: hold (+1) or release (-1) jumps; the last release wakes the loop.
+    fn _hold_clock(&self, delta: i64) {
+        if delta >= 0 {
+            self.clock_holds.fetch_add(delta as u64, Relaxed);
+        } else {
+            let d = delta.unsigned_abs();
+            let prev = self
+                .clock_holds
+                .fetch_update(Relaxed, Relaxed, |h| Some(h.saturating_sub(d)))
+                .unwrap_or(0);
+            if prev <= d {
+                self.poller.waker().wake();
+            }
+        }
+    }
+
+    /// Turn the blocking detector on (`threshold` seconds, reports to `reporter`, a weak
+    /// method called as `reporter()(handle, seconds, stack)` on the watchdog thread) or off
+    /// (`None`: the watchdog thread is stopped and joined).
+    #[pyo3(signature = (threshold, reporter=None))]
+    fn _set_block_detector(
+        &self,
+        py: Python<'_>,
+        threshold: Option<f64>,
+        reporter: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        match (threshold, reporter) {
+            (Some(t), Some(r)) => {
+                if !(t > 0.0 && t.is_finite()) {
+                    return Err(pyo3::exceptions::PyValueError::new_err(
+                        "block threshold must be a positive number of seconds",
+                    ));
+                }
+                let old = {
+                    let mut slot = self.detector.borrow_mut(py);
+                    match slot.as_ref() {
+                        Some(d) => d.set(t, r),
+                        None => {
+                            *slot = Some(Detector::start(Arc::clone(&self.watch), t, r));
+                            None
+                        }
+                    }
+                };
+                self.detect.store(true, Relaxed);
+                drop(old);
+            }
+            (None, _) => {
+                self.detect.store(false, Relaxed);
+                let detector = self.detector.borrow_mut(py).take();
+                if let Some(d) = detector {
+                    let (reporter, thread) = d.stop();
+                    drop(reporter);
+                    match thread {
+                        // Turned off by a block handler, on the watchdog thread itself: it
+                        // ends when the report returns.
+                        Some(t) if t.thread().id() == std::thread::current().id() => drop(t),
+                        // The thread may be waiting for the GIL: join with it released.
+                        Some(t) => {
+                            let _ = py.detach(|| t.join());
+                        }
+                        None => {}
+                    }
+                }
+            }
+            (Some(_), None) => {
+                return Err(PyTypeError::new_err("a reporter is required"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the blocking detector's watchdog thread is running.
+    fn _block_detector_running(&self, py: Python<'_>) -> bool {
+        self.detector.borrow_mut(py).is_some()
+    }
+
+    /// The counters and gauges behind `loop.stats()`.
+    fn _stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let (c, ready, timers, cancelled) = {
+            let st = self.state.borrow_mut(py);
+            (
+                st.counters,
+                st.ready.len(),
+                st.timers.len(),
+                st.timers.cancelled_count(),
+            )
+        };
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("iterations", c.iterations)?;
+        d.set_item("callbacks", c.callbacks)?;
+        d.set_item("largest_batch", c.largest_batch)?;
+        d.set_item("polls", c.polls)?;
+        d.set_item("sleeping_polls", c.sleeping_polls)?;
+        d.set_item("poll_seconds", c.poll_ns as f64 / 1e9)?;
+        d.set_item("timers_scheduled", c.timers_scheduled)?;
+        d.set_item("timers_cancelled", c.timers_cancelled)?;
+        d.set_item("timers_fired", c.timers_fired)?;
+        d.set_item("io_events", c.io_events)?;
+        d.set_item("clock_jumps", c.clock_jumps)?;
+        d.set_item("ready", ready)?;
+        d.set_item("timers", timers.saturating_sub(cancelled))?;
+        d.set_item("fds", self.io_registrations.load(Relaxed))?;
+        Ok(d)
     }
 
     /// Create a Future attached to the loop (`asyncio.Future(loop=self)`).
@@ -707,6 +1011,7 @@ impl LoopCore {
 
     /// Run one iteration of the event loop.
     fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.get().note_loop_thread();
         Self::poll_once(slf)?;
         Self::run_ready(slf)
     }
@@ -714,6 +1019,7 @@ impl LoopCore {
     /// Iterate until `stop()`; the Python side sets up the running state around this.
     fn _run_forever_native(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
+        this.note_loop_thread();
         let result = (|| loop {
             Self::poll_once(slf)?;
             Self::run_ready(slf)?;
@@ -751,7 +1057,11 @@ impl LoopCore {
     }
 
     fn _set_time_overridden(&self, overridden: bool) {
-        self.time_overridden.store(overridden, Relaxed);
+        if overridden {
+            self.clock.fetch_or(CLOCK_OVERRIDDEN, Relaxed);
+        } else {
+            self.clock.fetch_and(!CLOCK_OVERRIDDEN, Relaxed);
+        }
     }
 
     /// Wake the loop if it sleeps in poll (asyncio's private `_write_to_self`).
@@ -798,6 +1108,13 @@ impl LoopCore {
         self.io_registrations.store(0, Relaxed);
         self.signal_dispatch.store(false, Relaxed);
         drop(watchers);
+        // The watchdog thread did not survive the fork: forget it (its lock may be held).
+        self.detect.store(false, Relaxed);
+        if let Some(d) = self.detector.borrow_mut(py).take() {
+            d.forget_after_fork();
+        }
+        // Executor jobs of the parent will never report here.
+        self.clock_holds.store(0, Relaxed);
         Ok(())
     }
 

@@ -415,7 +415,9 @@ pub enum RunOutcome {
 /// Runs `handle` as asyncio's `Handle._run` does: `context.run(callback, *args)`; an
 /// exception other than KeyboardInterrupt/SystemExit goes to the loop's exception handler
 /// (through `loop._callback_error`, which builds asyncio's context dict).
-#[inline]
+/// Always inlined into its one caller, the run loop's batch (callgrind: outlined, it costs
+/// about 20 instructions more per callback).
+#[inline(always)]
 pub fn run_handle(
     py: Python<'_>,
     loop_: &Bound<'_, PyAny>,

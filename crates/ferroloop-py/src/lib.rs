@@ -15,6 +15,7 @@ mod event_loop;
 mod fastcall;
 mod gil_cell;
 mod handles;
+mod introspect;
 mod sock;
 mod transport_common;
 mod transports;

@@ -510,6 +510,9 @@ impl LoopCore {
                     Ok(())
                 }
                 (true, None) => {
+                    // `take` counts an entry without watchers as parked; this one never was
+                    // (its last watcher was taken just above).
+                    watchers.parked += 1;
                     dropped = watchers.take(fd);
                     // Errors mean the fd was closed already, which unregistered it.
                     let _ = self.poller.deregister(borrow_fd(fd));
