@@ -79,6 +79,32 @@ def test_sock_recv_ready_and_waiting(loop, pair):
     assert run(loop, main()) == (b"already here", b"later", b"")
 
 
+@pytest.mark.parametrize("ready", [True, False])
+def test_sock_recv_sizes_beyond_memory_and_ssize_t(loop, pair, ready):
+    # socket.recv allocates its n-byte buffer first: a size no allocator grants is a
+    # MemoryError (ferroloop's native path used to abort the process), and one beyond a C
+    # ssize_t is socket.recv's own OverflowError.
+    a, b = pair
+
+    async def main():
+        if ready:
+            b.send(b"data")
+        out = []
+        for n in (2**40, 2**63):
+            try:
+                await loop.sock_recv(a, n)
+            except (MemoryError, OverflowError) as e:
+                out.append((type(e), str(e)))
+        out.append(await loop.sock_recv(a, 100) if ready else None)
+        return out
+
+    assert run(loop, main()) == [
+        (MemoryError, ""),
+        (OverflowError, "Python int too large to convert to C ssize_t"),
+        b"data" if ready else None,
+    ]
+
+
 def test_sock_recv_is_a_coroutine_function(loop, pair):
     a, b = pair
 
