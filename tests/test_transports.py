@@ -288,6 +288,23 @@ def test_write_buffer_limits_validation(loop):
     assert default == (16384, 65536)
 
 
+def test_write_buffer_limits_arithmetic_is_pythons(loop):
+    # low * 4 and high // 4 are Python's operators: an operand without them raises the
+    # operator's TypeError (ferroloop called the dunder methods: AttributeError).
+    async def main():
+        tr, _pr, peer = await make(loop, Recorder())
+        with pytest.raises(TypeError, match=r"unsupported operand type\(s\) for //"):
+            tr.set_write_buffer_limits(high="10")
+        with pytest.raises(TypeError, match=r"'>=' not supported"):
+            tr.set_write_buffer_limits(low="10")
+        tr.set_write_buffer_limits(high=True)
+        limits = tr.get_write_buffer_limits()
+        tr.close()
+        peer.close()
+        return limits
+
+    assert run(loop, main()) == (0, True)
+
 
 def test_buffered_protocol(loop):
     class Buffered(asyncio.BufferedProtocol):
