@@ -288,6 +288,25 @@ def test_write_buffer_limits_validation(loop):
     assert default == (16384, 65536)
 
 
+def test_write_buffer_limits_beyond_native_sizes_leave_the_limits_alone(ferro_loop):
+    # ferroloop-only: asyncio keeps the limits as the Python objects it was given, so it
+    # accepts floats and ints of any size; ferroloop keeps native sizes and raises for them
+    # (a known difference, README "Reliability"). It used to store `high` before `low` failed
+    # to convert, leaving high < low.
+    async def main():
+        tr, _pr, peer = await make(ferro_loop, Recorder())
+        outcomes = []
+        for high, low in ((2, 1.5), (1.5, 1), (2**64, None), (None, 2**63)):
+            with pytest.raises((TypeError, OverflowError)):
+                tr.set_write_buffer_limits(high, low)
+            outcomes.append(tr.get_write_buffer_limits())
+        tr.close()
+        peer.close()
+        return outcomes
+
+    assert run(ferro_loop, main()) == [(16384, 65536)] * 4
+
+
 def test_write_buffer_limits_arithmetic_is_pythons(loop):
     # low * 4 and high // 4 are Python's operators: an operand without them raises the
     # operator's TypeError (ferroloop called the dunder methods: AttributeError).

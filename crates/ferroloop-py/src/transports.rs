@@ -938,10 +938,13 @@ impl TransportCore {
                 low_v.repr()?
             )));
         }
+        // Both converted before either is stored: a value that does not convert leaves the
+        // previous limits in place.
+        let (high_n, low_n) = (high_v.extract()?, low_v.extract()?);
         {
             let mut st = self.st.borrow_mut(py);
-            st.high = high_v.extract()?;
-            st.low = low_v.extract()?;
+            st.high = high_n;
+            st.low = low_n;
         }
         self.maybe_pause_protocol(py)
     }
