@@ -10,6 +10,7 @@ import os
 import socket
 import ssl
 import struct
+import sys
 import tempfile
 import time
 
@@ -541,6 +542,28 @@ def test_sock_sendfile_bad_arguments(loop, pair, data_file):
         run(loop, main())
     finally:
         udp.close()
+
+
+def test_sock_sendfile_count_beyond_ssize_t(loop, pair, data_file):
+    # asyncio 3.13 caps each os.sendfile() call (gh-82500): a count past a C ssize_t sends the
+    # whole file. Before 3.13 os.sendfile raises OverflowError.
+    a, b = pair
+    f, data = data_file
+
+    async def main():
+        reader = asyncio.ensure_future(_read_exactly(loop, b, len(data)))
+        try:
+            sent = await loop.sock_sendfile(a, f, 0, 2**63, fallback=False)
+        except OverflowError as e:
+            reader.cancel()
+            return str(e)
+        return sent, await reader
+
+    got = run(loop, main())
+    if sys.version_info >= (3, 13):
+        assert got == (len(data), data)
+    else:
+        assert got == "Python int too large to convert to C ssize_t"
 
 
 # ---------------------------------------------------------------- waits in a row, fd reuse
