@@ -599,12 +599,15 @@ def test_keyboard_interrupt_at_random_points_of_a_busy_loop(loop):
         delay = rng.uniform(0.0005, 0.02)
         killer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
         sleeper = loop.create_task(asyncio.sleep(30))
-        killer.start()
-        try:
-            with pytest.raises(KeyboardInterrupt):
+        # The signal may be handled as soon as the timer starts (a loaded machine can run the
+        # timer thread first): everything from its start to its end is inside the raises.
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                killer.start()
                 loop.run_until_complete(sleeper)
-        finally:
-            killer.join()
+            finally:
+                killer.join()
+        killer.join()
         interrupted += 1
         sleeper.cancel()
         assert not loop.is_running()
