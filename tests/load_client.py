@@ -4,9 +4,14 @@ only: it never runs ferroloop.
 
     python load_client.py hold PORT N    open N connections, echo once on each, print
                                          "ready", wait for a line on stdin, echo once more on
-                                         each, close them all, print "done OK_COUNT"
-    python load_client.py storm PORT M T connect/send/receive the echo/close M times from T
-                                         threads, print "done OK_COUNT SECONDS"
+                                         each, print "done OK_COUNT", wait for the server to
+                                         close every connection, close them, exit
+    python load_client.py storm PORT M T connect, send a byte, read the echo and the server's
+                                         EOF, close; M times from T threads; print
+                                         "done OK_COUNT SECONDS"
+
+The server closes first in both, so TIME_WAIT entries stay on the server's port instead of
+taking this side's ephemeral ports for a minute, which other tests binding ports would hit.
 """
 
 from __future__ import annotations
@@ -47,10 +52,14 @@ async def hold(port: int, n: int) -> None:
         return await r.readexactly(len(MSG)) == MSG
 
     ok = sum(await asyncio.gather(*(echo(r, w) for r, w in conns)))
-    for _, w in conns:
-        w.close()
-    await asyncio.gather(*(w.wait_closed() for _, w in conns), return_exceptions=True)
     print(f"done {ok}", flush=True)
+
+    async def until_eof(r, w):
+        await r.read()
+        w.close()
+        await w.wait_closed()
+
+    await asyncio.gather(*(until_eof(r, w) for r, w in conns), return_exceptions=True)
 
 
 def storm(port: int, total: int, threads: int) -> None:
@@ -62,7 +71,10 @@ def storm(port: int, total: int, threads: int) -> None:
             s = socket.create_connection(addr)
             try:
                 s.sendall(b"x")
-                if s.recv(1) == b"x":
+                got = b""
+                while chunk := s.recv(16):
+                    got += chunk
+                if got == b"x":  # the echo, then the server's EOF
                     ok[i] += 1
             finally:
                 s.close()

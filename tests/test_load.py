@@ -48,7 +48,9 @@ def socket_fds() -> int:
 
 
 class Stats:
-    def __init__(self):
+    def __init__(self, close_after_echo=False):
+        self.close_after_echo = close_after_echo
+        self.protocols = []  # every Echo (for the hold test's close)
         self.made = 0
         self.lost = 0
         self.live = 0
@@ -57,7 +59,7 @@ class Stats:
 
 
 class Echo(asyncio.Protocol):
-    """Echoes; closes on the peer's EOF (eof_received returns None)."""
+    """Echoes (and then closes, with ``close_after_echo``); closes on the peer's EOF."""
 
     def __init__(self, stats):
         self.stats = stats
@@ -66,6 +68,8 @@ class Echo(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         s = self.stats
+        if not s.close_after_echo:
+            s.protocols.append(self)
         s.made += 1
         s.live += 1
         if s.on_made is not None:
@@ -73,6 +77,8 @@ class Echo(asyncio.Protocol):
 
     def data_received(self, data):
         self.transport.write(data)
+        if self.stats.close_after_echo:
+            self.transport.close()
 
     def connection_lost(self, exc):
         if self.gone:
@@ -122,6 +128,8 @@ def test_connections_held_open_and_echoing(loop, loop_factory):
             proc.stdin.flush()
             line = await loop.run_in_executor(None, proc.stdout.readline)
             assert line == f"done {n}\n", line
+            for p in stats.protocols:  # the server closes first (see load_client.py)
+                p.transport.close()
             await until(lambda: stats.live == 0, timeout=60)
             assert await loop.run_in_executor(None, proc.wait) == 0
         finally:
@@ -140,6 +148,7 @@ def test_connections_held_open_and_echoing(loop, loop_factory):
            rss_per_connection=round(per_conn), open_seconds=round(opened, 2))
     assert sockets1 - sockets0 == n  # one descriptor per held connection, no more
     assert stats.lost == n and stats.lost_twice == 0
+    stats.protocols.clear()
     assert per_conn < HOLD_RSS_PER_CONN_BOUND
     assert fd_leaks(before) == {}
 
@@ -148,7 +157,7 @@ def test_connections_held_open_and_echoing(loop, loop_factory):
 def test_connect_close_storm(loop, loop_factory):
     m = STORM_M
     warmup = m // 20
-    stats = Stats()
+    stats = Stats(close_after_echo=True)
     marks = {}
     samples = []
     sample_every = max(m // 10, 1)
