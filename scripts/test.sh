@@ -15,7 +15,7 @@ echo "== lint"
 cargo fmt --all -- --check
 # Every `unsafe` block carries a `// SAFETY:` comment; clippy enforces it.
 cargo clippy --workspace --all-targets --quiet -- -D warnings -D clippy::undocumented_unsafe_blocks
-.venv/bin/ruff check python tests benchmarks examples
+.venv/bin/ruff check python tests benchmarks examples scripts
 
 echo "== cargo test (engine)"
 # ferroloop-py is a Python extension (it links against the interpreter that loads it), so its

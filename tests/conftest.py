@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import os
 import sys
 
 import pytest
@@ -32,7 +33,10 @@ def cb_text(name: str, args: str) -> str:
     """How asyncio shows the call `name(args)` in a handle's repr outside debug mode."""
     return f"{name}({args})" if SHOWS_CALLBACK_ARGS else f"{name}()"
 
-DEFAULT_TIMEOUT = 20.0
+# FERROLOOP_TIME_SCALE stretches the time limits below (and run()'s) for slow runs, such as
+# scripts/memcheck.sh under valgrind.
+TIME_SCALE = float(os.environ.get("FERROLOOP_TIME_SCALE", "1"))
+DEFAULT_TIMEOUT = 20.0 * TIME_SCALE
 LOOP_KINDS = ("asyncio", "ferroloop")
 
 # tests/cpython is CPython's test_asyncio run as an oracle by its own runner (run.py), not pytest.
@@ -95,7 +99,7 @@ def ferro_loop():
 
 def run(loop, coro, timeout: float = 5.0):
     """Run ``coro`` to completion on ``loop``; fail with TimeoutError after ``timeout`` s."""
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout * TIME_SCALE))
 
 
 async def until(pred, timeout: float = 3.0) -> None:
@@ -128,6 +132,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
+        elif TIME_SCALE != 1:
+            scaled = _item_timeout(item) * TIME_SCALE
+            item.add_marker(pytest.mark.timeout(scaled), append=False)
 
 
 @pytest.fixture(autouse=True)

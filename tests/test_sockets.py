@@ -10,6 +10,7 @@ import os
 import socket
 import ssl
 import struct
+import sys
 import tempfile
 import time
 
@@ -77,6 +78,32 @@ def test_sock_recv_ready_and_waiting(loop, pair):
         return first, second, eof
 
     assert run(loop, main()) == (b"already here", b"later", b"")
+
+
+@pytest.mark.parametrize("ready", [True, False])
+def test_sock_recv_sizes_beyond_memory_and_ssize_t(loop, pair, ready):
+    # socket.recv allocates its n-byte buffer first: a size no allocator grants is a
+    # MemoryError (ferroloop's native path used to abort the process), and one beyond a C
+    # ssize_t is socket.recv's own OverflowError.
+    a, b = pair
+
+    async def main():
+        if ready:
+            b.send(b"data")
+        out = []
+        for n in (2**40, 2**63):
+            try:
+                await loop.sock_recv(a, n)
+            except (MemoryError, OverflowError) as e:
+                out.append((type(e), str(e)))
+        out.append(await loop.sock_recv(a, 100) if ready else None)
+        return out
+
+    assert run(loop, main()) == [
+        (MemoryError, ""),
+        (OverflowError, "Python int too large to convert to C ssize_t"),
+        b"data" if ready else None,
+    ]
 
 
 def test_sock_recv_is_a_coroutine_function(loop, pair):
@@ -515,6 +542,28 @@ def test_sock_sendfile_bad_arguments(loop, pair, data_file):
         run(loop, main())
     finally:
         udp.close()
+
+
+def test_sock_sendfile_count_beyond_ssize_t(loop, pair, data_file):
+    # asyncio 3.13 caps each os.sendfile() call (gh-82500): a count past a C ssize_t sends the
+    # whole file. Before 3.13 os.sendfile raises OverflowError.
+    a, b = pair
+    f, data = data_file
+
+    async def main():
+        reader = asyncio.ensure_future(_read_exactly(loop, b, len(data)))
+        try:
+            sent = await loop.sock_sendfile(a, f, 0, 2**63, fallback=False)
+        except OverflowError as e:
+            reader.cancel()
+            return str(e)
+        return sent, await reader
+
+    got = run(loop, main())
+    if sys.version_info >= (3, 13):
+        assert got == (len(data), data)
+    else:
+        assert got == "Python int too large to convert to C ssize_t"
 
 
 # ---------------------------------------------------------------- waits in a row, fd reuse

@@ -306,6 +306,43 @@ def test_write_buffer_limits_validation(loop):
     assert default == (16384, 65536)
 
 
+def test_write_buffer_limits_beyond_native_sizes_leave_the_limits_alone(ferro_loop):
+    # ferroloop-only: asyncio keeps the limits as the Python objects it was given, so it
+    # accepts floats and ints of any size; ferroloop keeps native sizes and raises for them
+    # (a known difference, README "Reliability"). It used to store `high` before `low` failed
+    # to convert, leaving high < low.
+    async def main():
+        tr, _pr, peer = await make(ferro_loop, Recorder())
+        outcomes = []
+        for high, low in ((2, 1.5), (1.5, 1), (2**64, None), (None, 2**63)):
+            with pytest.raises((TypeError, OverflowError)):
+                tr.set_write_buffer_limits(high, low)
+            outcomes.append(tr.get_write_buffer_limits())
+        tr.close()
+        peer.close()
+        return outcomes
+
+    assert run(ferro_loop, main()) == [(16384, 65536)] * 4
+
+
+def test_write_buffer_limits_arithmetic_is_pythons(loop):
+    # low * 4 and high // 4 are Python's operators: an operand without them raises the
+    # operator's TypeError (ferroloop called the dunder methods: AttributeError).
+    async def main():
+        tr, _pr, peer = await make(loop, Recorder())
+        with pytest.raises(TypeError, match=r"unsupported operand type\(s\) for //"):
+            tr.set_write_buffer_limits(high="10")
+        with pytest.raises(TypeError, match=r"'>=' not supported"):
+            tr.set_write_buffer_limits(low="10")
+        tr.set_write_buffer_limits(high=True)
+        limits = tr.get_write_buffer_limits()
+        tr.close()
+        peer.close()
+        return limits
+
+    assert run(loop, main()) == (0, True)
+
+
 def test_buffered_protocol(loop):
     class Buffered(asyncio.BufferedProtocol):
         def __init__(self):
@@ -391,6 +428,44 @@ def test_empty_get_buffer_is_an_error(loop):
     assert isinstance(exc, RuntimeError)
     assert str(exc) == "get_buffer() returned an empty buffer"
     assert errors[0]["message"] == "Fatal error: protocol.get_buffer() call failed."
+
+
+@pytest.mark.parametrize("make_buf", [bytes, lambda n: memoryview(bytes(n)),
+                                      lambda n: memoryview(bytearray(2 * n))[::2]],
+                         ids=["bytes", "readonly", "strided"])
+def test_get_buffer_not_writable_is_recv_intos_type_error(loop, make_buf):
+    # asyncio reads with sock.recv_into(buf): a buffer that is not a writable contiguous one
+    # fails its argument parsing with this TypeError, reported as a fatal read error.
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    class Proto(asyncio.BufferedProtocol):
+        lost = "not yet"
+
+        def get_buffer(self, sizehint):
+            return make_buf(16)
+
+        def buffer_updated(self, nbytes):
+            raise AssertionError("unreachable")
+
+        def connection_lost(self, exc):
+            self.lost = exc
+
+    async def main():
+        _tr, pr, peer = await make(loop, Proto())
+        await loop.sock_sendall(peer, b"data")
+        await until(lambda: pr.lost != "not yet")
+        peer.close()
+        return pr.lost
+
+    exc = run(loop, main())
+    assert isinstance(exc, TypeError)
+    assert str(exc) == (
+        "recv_into() argument 1 must be read-write bytes-like object, not "
+        + ("bytes" if make_buf is bytes else "memoryview"))
+    (ctx,) = errors
+    assert ctx["message"] == "Fatal read error on socket transport"
+    assert ctx["exception"] is exc
 
 
 def test_extra_info(loop):

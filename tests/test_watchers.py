@@ -535,3 +535,37 @@ def test_fd_numbers_are_reused_in_these_tests():
     finally:
         os.close(c)
         b.close()
+
+
+def test_registration_count_returns_to_zero(ferro_loop):
+    # ferroloop-only: the count of watched fds is what lets the run loop skip zero-timeout
+    # polls (DESIGN.md §5.7). Removing an fd's last level-triggered watcher used to count the
+    # emptied entry as a parked edge-triggered one: the count underflowed (a panic in a debug
+    # build, a count that never returned to zero in a release build).
+    a, b = socket.socketpair()
+    try:
+        for _ in range(3):
+            ferro_loop.add_reader(a, lambda: None)
+            ferro_loop.add_writer(b, lambda: None)
+            assert ferro_loop._io_registrations() == 2
+            ferro_loop.add_writer(a, lambda: None)
+            assert ferro_loop.remove_reader(a)
+            assert ferro_loop.remove_writer(a)
+            assert ferro_loop.remove_writer(b)
+            assert ferro_loop._io_registrations() == 0
+
+        async def edge_then_level():
+            # sock_recv's edge-triggered registration is parked after its wait; a plain reader
+            # on the same socket afterwards, once removed, leaves nothing counted.
+            ferro_loop.call_later(0.01, b.send, b"x")
+            assert await ferro_loop.sock_recv(a, 1) == b"x"
+            ferro_loop.add_reader(a, lambda: None)
+            assert ferro_loop._io_registrations() == 1
+            assert ferro_loop.remove_reader(a)
+
+        a.setblocking(False)
+        run(ferro_loop, edge_then_level())
+        assert ferro_loop._io_registrations() == 0
+    finally:
+        a.close()
+        b.close()

@@ -24,8 +24,13 @@ import errno
 import io
 import os
 import socket
+import sys
 from asyncio import exceptions
 from typing import Any
+
+# asyncio 3.13 caps each os.sendfile() call (gh-82500), so a count beyond a C ssize_t sends
+# the file instead of raising OverflowError; earlier versions raise, and so does ferroloop there.
+_SENDFILE_CAP = sys.maxsize // 2 + 1 if sys.version_info >= (3, 13) else None
 
 try:
     import ssl
@@ -452,6 +457,8 @@ class _SendfileJob:
             if blocksize <= 0:
                 self._finish()
                 return
+        if _SENDFILE_CAP is not None:
+            blocksize = min(blocksize, _SENDFILE_CAP)
         try:
             sent = os.sendfile(self._fd, self._fileno, self._offset, blocksize)
         except (BlockingIOError, InterruptedError):

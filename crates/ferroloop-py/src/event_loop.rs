@@ -1189,4 +1189,10 @@ impl LoopCore {
     fn _remove_writer(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         self.remove_watcher(py, fd, Direction::Write)
     }
+
+    /// How many fds have a watcher, as the run loop counts them (for tests: zero lets it skip
+    /// zero-timeout polls, §5.7).
+    fn _io_registrations(&self) -> u64 {
+        self.io_registrations.load(Relaxed)
+    }
 }

@@ -641,6 +641,11 @@ unsafe fn slots_of(obj: *mut ffi::PyObject) -> &'static [isize] {
 static TIMER_HANDLE_TYPE_PTR: std::sync::atomic::AtomicPtr<ffi::PyTypeObject> =
     std::sync::atomic::AtomicPtr::new(ptr::null_mut());
 
+/// The handle classes' deallocator body, with a depth limit (deeper frees are deferred).
+///
+/// # Safety
+/// `obj` is an instance of one of our two handle classes whose refcount has dropped to zero;
+/// the GIL is held.
 unsafe fn dealloc_entry(obj: *mut ffi::PyObject) {
     // SAFETY: see `handle_dealloc`. Each `DEALLOC.with` closure only updates Rust values; the
     // frees, which can run Python code and nest, happen between them.
@@ -683,6 +688,10 @@ unsafe fn dealloc_entry(obj: *mut ffi::PyObject) {
 /// What `subtype_dealloc` does for a class with slots, a weakref slot, no `__dict__` and no
 /// finalizer: clear weak references, drop every slot, free the memory (or keep it on the free
 /// list), drop the type.
+///
+/// # Safety
+/// `obj` is an instance of one of our handle classes with a zero refcount, already untracked
+/// by the collector; the GIL is held.
 unsafe fn free_handle(obj: *mut ffi::PyObject) {
     // SAFETY: `obj` has a zero refcount, is untracked and is an instance of our classes.
     unsafe {

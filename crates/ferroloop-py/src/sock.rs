@@ -15,7 +15,7 @@
 
 use std::cell::RefCell;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -69,6 +69,7 @@ fn recv_once<'py>(py: Python<'py>, fd: i32, n: usize) -> PyResult<Option<Bound<'
         };
         match got {
             Ok(data) => return Ok(Some(data)),
+            Err(ALLOC_FAILED) => return Err(PyMemoryError::new_err(())),
             Err(e) if e == libc::EINTR => py.check_signals()?,
             Err(e) if would_block(e) => return Ok(None),
             Err(e) => return Err(os_error(py, std::io::Error::from_raw_os_error(e))),
@@ -96,10 +97,16 @@ fn recv_via_scratch(py: Python<'_>, fd: i32, n: usize) -> Result<Bound<'_, PyAny
     })
 }
 
+/// `recv_large` could not allocate its buffer (not an errno: those are positive).
+const ALLOC_FAILED: i32 = -1;
+
 /// A large read: into a temporary buffer of `n` bytes, then copied into a `bytes` of the
-/// size that arrived (CPython shrinks its buffer in place with a private call instead).
+/// size that arrived (CPython shrinks its buffer in place with a private call instead). A
+/// buffer the allocator refuses is `ALLOC_FAILED` (a `MemoryError`, as `socket.recv(n)`
+/// raises), not an abort.
 fn recv_large(py: Python<'_>, fd: i32, n: usize) -> Result<Bound<'_, PyAny>, i32> {
-    let mut buf: Vec<u8> = Vec::with_capacity(n);
+    let mut buf: Vec<u8> = Vec::new();
+    buf.try_reserve_exact(n).map_err(|_| ALLOC_FAILED)?;
     let spare = buf.spare_capacity_mut();
     // SAFETY: `spare` has room for n bytes; recv writes at most n bytes into it.
     let r = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), n, 0) };
@@ -216,7 +223,10 @@ impl LoopCore {
         {
             return Ok(None);
         }
-        let n: isize = n.extract()?;
+        // Beyond a C ssize_t, the Python path raises socket.recv's own OverflowError.
+        let Ok(n) = n.extract::<isize>() else {
+            return Ok(None);
+        };
         if n < 0 {
             return Err(PyValueError::new_err("negative buffersize in recv"));
         }

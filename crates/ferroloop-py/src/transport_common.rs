@@ -289,15 +289,16 @@ pub(crate) trait NativeTransport {
         high: Option<Bound<'_, PyAny>>,
         low: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        // asyncio's arithmetic, on Python ints (so odd values raise what asyncio raises).
+        // asyncio's arithmetic, with Python's operators (so odd values raise what asyncio
+        // raises).
         let high_v: Bound<'_, PyAny> = match (&high, &low) {
             (Some(h), _) => h.clone(),
             (None, None) => DEFAULT_HIGH.into_pyobject(py)?.into_any(),
-            (None, Some(l)) => l.call_method1(pyo3::intern!(py, "__mul__"), (4,))?,
+            (None, Some(l)) => l.mul(4)?,
         };
         let low_v: Bound<'_, PyAny> = match &low {
             Some(l) => l.clone(),
-            None => high_v.call_method1(pyo3::intern!(py, "__floordiv__"), (4,))?,
+            None => high_v.floor_div(4)?,
         };
         let zero = 0i64.into_pyobject(py)?;
         if !(high_v.ge(&low_v)? && low_v.ge(&zero)?) {
@@ -307,6 +308,8 @@ pub(crate) trait NativeTransport {
                 low_v.repr()?
             )));
         }
+        // Both converted before either is stored: a value that does not convert leaves the
+        // previous limits in place.
         let (high, low): (usize, usize) = (high_v.extract()?, low_v.extract()?);
         {
             let mut st = self.cell().borrow_mut(py);

@@ -490,12 +490,20 @@ impl TransportCore {
             let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
             // SAFETY: PyObject_GetBuffer fills `view` on success (returns 0); we release it
             // right after the read. recv writes at most `len` bytes into the exported,
-            // writable memory. No Python code runs in between.
+            // writable memory. No Python code runs in between. `tp_name` of a live object's
+            // type is a NUL-terminated string.
             unsafe {
                 if ffi::PyObject_GetBuffer(buf.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_WRITABLE)
                     != 0
                 {
-                    let err = PyErr::fetch(py);
+                    // asyncio passes the buffer to sock.recv_into, whose argument parsing
+                    // turns any export failure into this TypeError.
+                    drop(PyErr::fetch(py));
+                    let name = std::ffi::CStr::from_ptr((*ffi::Py_TYPE(buf.as_ptr())).tp_name);
+                    let err = PyTypeError::new_err(format!(
+                        "recv_into() argument 1 must be read-write bytes-like object, not {}",
+                        name.to_string_lossy()
+                    ));
                     return self.fatal(
                         py,
                         Failure::Fatal(err, "Fatal read error on socket transport"),

@@ -148,6 +148,14 @@ impl Watchers {
         Some(w)
     }
 
+    /// `take` for an entry whose last watcher was just removed: it has no watcher now but was
+    /// never counted as parked.
+    fn take_emptied(&mut self, fd: i32) -> Option<FdWatch> {
+        let w = self.slots.get_mut(fd as usize)?.take()?;
+        self.present -= 1;
+        Some(w)
+    }
+
     fn fresh_generation(&mut self) -> u32 {
         self.next_generation = self.next_generation.wrapping_add(1);
         self.next_generation
@@ -510,10 +518,7 @@ impl LoopCore {
                     Ok(())
                 }
                 (true, None) => {
-                    // `take` counts an entry without watchers as parked; this one never was
-                    // (its last watcher was taken just above).
-                    watchers.parked += 1;
-                    dropped = watchers.take(fd);
+                    dropped = watchers.take_emptied(fd);
                     // Errors mean the fd was closed already, which unregistered it.
                     let _ = self.poller.deregister(borrow_fd(fd));
                     Ok(())
