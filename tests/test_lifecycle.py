@@ -189,6 +189,37 @@ def test_close_is_idempotent(loop):
     assert loop.is_closed() is True
 
 
+def test_close_releases_the_loops_descriptors_at_once(loop_factory):
+    # asyncio's close() closes its selector; ferroloop's gives back its epoll instance and
+    # eventfd (and its Ctrl+C socketpair) in close() too, not when the loop is collected.
+    import os
+    import socket
+
+    def open_fds():
+        return set(os.listdir("/proc/self/fd"))
+
+    gc.collect()
+    before = open_fds()
+    gc.disable()
+    try:
+        lp = loop_factory()
+        a, b = socket.socketpair()
+        lp.add_reader(a, lambda: None)
+        lp.run_until_complete(asyncio.sleep(0))
+        lp.remove_reader(a)
+        a.close()
+        b.close()
+        assert open_fds() != before  # the loop's own descriptors
+        lp.close()
+        assert open_fds() == before
+        # A closed loop stays safe to use where asyncio allows it.
+        lp.close()
+        with pytest.raises(RuntimeError, match="Event loop is closed"):
+            lp.call_soon_threadsafe(lambda: None)
+    finally:
+        gc.enable()
+
+
 def test_close_while_running_raises(loop):
     errors = []
 

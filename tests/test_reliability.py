@@ -468,9 +468,9 @@ def test_loop_closed_with_live_transports_and_servers(loop_factory, tmp_path):
     # Closing a loop does not close its transports or servers (asyncio's rule): nothing is
     # called on the protocols, and closing a transport afterwards raises because it cannot
     # schedule connection_lost. What the user drops is collected with an "unclosed" warning
-    # and its socket closed, so no descriptor outlives the objects. (ferroloop keeps its own
-    # epoll and eventfd descriptors until the loop object itself is collected, where asyncio
-    # closes its selector in close(); the comparison is therefore made after the collection.)
+    # and its socket closed, so no descriptor outlives the objects. (The loops' own
+    # descriptors go in close(); test_lifecycle checks that. The dropped transports' sockets
+    # go when the transports are collected, so the comparison is made after a collection.)
     before = open_fds()
 
     def scenario():

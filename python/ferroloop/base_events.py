@@ -241,6 +241,7 @@ class Loop(
         if executor is not None:
             self._default_executor = None
             executor.shutdown(wait=False)
+        self._close_poller()
 
     # Ctrl+C while the loop sleeps, and signal handlers: _watch_signal_wakeups and
     # _unwatch_signal_wakeups (called above) are in unix_events.py.

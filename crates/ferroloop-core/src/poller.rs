@@ -103,7 +103,7 @@ impl Poller {
     pub fn new() -> io::Result<Self> {
         let selector = Selector::new()?;
         let waker = Arc::new(Waker::new()?);
-        selector.register(waker.fd(), WAKER_TOKEN, Interest::READABLE, Mode::Level)?;
+        waker.with_fd(|fd| selector.register(fd, WAKER_TOKEN, Interest::READABLE, Mode::Level))?;
         Ok(Self { selector, waker })
     }
 
@@ -143,15 +143,24 @@ impl Poller {
     /// longer shares them with the parent (its changes would otherwise alter the parent's
     /// registrations, and each would wake the other). Every registration is gone afterwards;
     /// the waker is registered again. Only for a process with one thread, as a fork child is.
+    /// A closed poller stays closed.
     pub fn reset_after_fork(&self) -> io::Result<()> {
+        if self.selector.is_closed() {
+            return Ok(());
+        }
         self.selector.reset_after_fork()?;
         self.waker.reset_after_fork()?;
-        self.selector.register(
-            self.waker.fd(),
-            WAKER_TOKEN,
-            Interest::READABLE,
-            Mode::Level,
-        )
+        self.waker.with_fd(|fd| {
+            self.selector
+                .register(fd, WAKER_TOKEN, Interest::READABLE, Mode::Level)
+        })
+    }
+
+    /// Closes the epoll instance and the waker's eventfd (`loop.close()`): the descriptors
+    /// are free at once; every later call on this poller fails with `EBADF`.
+    pub fn close(&self) {
+        self.selector.close();
+        self.waker.close();
     }
 
     /// Announces a sleep: from now on [`Waker::wake`] writes the eventfd. Call it *before*

@@ -64,7 +64,17 @@ impl Waker {
         self.fd.reset_after_fork()
     }
 
-    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.fd()
+    /// `f` with the eventfd (`EBADF` once closed).
+    pub(crate) fn with_fd<R>(
+        &self,
+        f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.fd.with_fd(f)
+    }
+
+    /// Closes the eventfd (the loop is closed: nothing sleeps on it again, so `wake` finds
+    /// `sleeping` false and never writes).
+    pub(crate) fn close(&self) {
+        self.fd.close();
     }
 }

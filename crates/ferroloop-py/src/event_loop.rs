@@ -1087,6 +1087,18 @@ impl LoopCore {
         Ok(())
     }
 
+    /// The last step of `close()`: give back the epoll instance and the waker's eventfd now,
+    /// as asyncio's `close()` closes its selector (not when the loop object is collected).
+    /// The loop can never poll again, so the waker never writes again (it writes only while
+    /// the loop sleeps in a poll), and every later registration call fails with `EBADF`.
+    fn _close_poller(&self) -> PyResult<()> {
+        if !self.closed.load(Relaxed) {
+            return Err(PyRuntimeError::new_err("the loop is not closed"));
+        }
+        self.poller.close();
+        Ok(())
+    }
+
     /// Hand the signal numbers read from the wake-up socket to `_process_self_data` (True,
     /// while `add_signal_handler` handlers exist) or drop them (False).
     fn _set_signal_dispatch(&self, enabled: bool) {

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use rustix::buffer::spare_capacity;
@@ -49,8 +50,54 @@ pub fn monotonic_resolution() -> f64 {
     1e-9
 }
 
+/// A descriptor that `close()` can release while the object that owns it lives on: a closed
+/// loop gives its epoll and eventfd back at once, as asyncio's `close()` closes its selector,
+/// instead of when the loop object is collected. Every use takes the read lock (uncontended:
+/// one atomic operation beside a system call), so the number can never be closed, and reused
+/// by another file, while a call is using it; after `close()` every call fails with `EBADF`.
+struct ClosableFd(RwLock<Option<OwnedFd>>);
+
+impl ClosableFd {
+    fn new(fd: OwnedFd) -> Self {
+        Self(RwLock::new(Some(fd)))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> io::Result<R>) -> io::Result<R> {
+        let guard = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(fd) => f(fd.as_fd()),
+            None => Err(io::Error::from_raw_os_error(libc::EBADF)),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
+    fn close(&self) {
+        let fd = self
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(fd);
+    }
+
+    /// After `fork()`: `fresh`'s file under the same number (nothing if already closed).
+    fn replace_in_place(&self, fresh: OwnedFd) -> io::Result<()> {
+        let guard = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(fd) => replace_in_place(fd, fresh),
+            None => Ok(()),
+        }
+    }
+}
+
 pub struct Selector {
-    epfd: OwnedFd,
+    epfd: ClosableFd,
 }
 
 pub struct SysEvents {
@@ -118,7 +165,7 @@ fn flags_for(interest: Interest, mode: Mode) -> epoll::EventFlags {
 impl Selector {
     pub fn new() -> io::Result<Self> {
         Ok(Self {
-            epfd: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+            epfd: ClosableFd::new(epoll::create(epoll::CreateFlags::CLOEXEC)?),
         })
     }
 
@@ -129,13 +176,15 @@ impl Selector {
         interest: Interest,
         mode: Mode,
     ) -> io::Result<()> {
-        epoll::add(
-            &self.epfd,
-            fd,
-            epoll::EventData::new_u64(token.0),
-            flags_for(interest, mode),
-        )?;
-        Ok(())
+        self.epfd.with(|epfd| {
+            epoll::add(
+                epfd,
+                fd,
+                epoll::EventData::new_u64(token.0),
+                flags_for(interest, mode),
+            )?;
+            Ok(())
+        })
     }
 
     pub fn reregister(
@@ -145,25 +194,39 @@ impl Selector {
         interest: Interest,
         mode: Mode,
     ) -> io::Result<()> {
-        epoll::modify(
-            &self.epfd,
-            fd,
-            epoll::EventData::new_u64(token.0),
-            flags_for(interest, mode),
-        )?;
-        Ok(())
+        self.epfd.with(|epfd| {
+            epoll::modify(
+                epfd,
+                fd,
+                epoll::EventData::new_u64(token.0),
+                flags_for(interest, mode),
+            )?;
+            Ok(())
+        })
     }
 
     pub fn deregister(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        epoll::delete(&self.epfd, fd)?;
-        Ok(())
+        self.epfd.with(|epfd| {
+            epoll::delete(epfd, fd)?;
+            Ok(())
+        })
     }
 
     /// After `fork()`, in the child: the epoll fd becomes a new, empty epoll instance under
     /// the same number. The inherited instance is shared with the parent, so any change the
     /// child made to it (a registration added or deleted) would change the parent's loop.
     pub fn reset_after_fork(&self) -> io::Result<()> {
-        replace_in_place(&self.epfd, epoll::create(epoll::CreateFlags::CLOEXEC)?)
+        self.epfd
+            .replace_in_place(epoll::create(epoll::CreateFlags::CLOEXEC)?)
+    }
+
+    /// Closes the epoll instance; every later call fails with `EBADF`.
+    pub fn close(&self) {
+        self.epfd.close();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.epfd.is_closed()
     }
 
     /// One `epoll_wait`. `None` waits forever; sub-millisecond timeouts round up to 1 ms.
@@ -174,51 +237,57 @@ impl Selector {
             tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: t.subsec_nanos() as _,
         });
-        epoll::wait(&self.epfd, spare_capacity(&mut events.buf), ts.as_ref())?;
-        Ok(())
-    }
-}
-
-impl AsFd for Selector {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.epfd.as_fd()
+        self.epfd.with(|epfd| {
+            epoll::wait(epfd, spare_capacity(&mut events.buf), ts.as_ref())?;
+            Ok(())
+        })
     }
 }
 
 /// An eventfd: the cheapest file descriptor another thread can make readable.
 pub struct WakeFd {
-    fd: OwnedFd,
+    fd: ClosableFd,
 }
 
 impl WakeFd {
     pub fn new() -> io::Result<Self> {
         Ok(Self {
-            fd: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
+            fd: ClosableFd::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?),
         })
     }
 
     pub fn signal(&self) {
         // EAGAIN means the counter is saturated: the fd is readable already, which is all
-        // a wake-up needs. Nothing else can fail on a valid eventfd.
-        let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+        // a wake-up needs. Nothing else can fail on a valid eventfd (EBADF: closed loop).
+        let _ = self.fd.with(|fd| {
+            rustix::io::write(fd, &1u64.to_ne_bytes())?;
+            Ok(())
+        });
     }
 
     pub fn drain(&self) {
         let mut buf = [0u8; 8];
-        let _ = rustix::io::read(&self.fd, &mut buf);
+        let _ = self.fd.with(|fd| {
+            rustix::io::read(fd, &mut buf)?;
+            Ok(())
+        });
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// `f` with the eventfd (`EBADF` once closed).
+    pub fn with_fd<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> io::Result<R>) -> io::Result<R> {
+        self.fd.with(f)
     }
 
     /// After `fork()`, in the child: a new eventfd under the same number, so that the child
     /// and the parent no longer wake each other.
     pub fn reset_after_fork(&self) -> io::Result<()> {
-        replace_in_place(
-            &self.fd,
-            eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
-        )
+        self.fd
+            .replace_in_place(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?)
+    }
+
+    /// Closes the eventfd; later signals do nothing.
+    pub fn close(&self) {
+        self.fd.close();
     }
 }
 
