@@ -306,23 +306,47 @@ def test_write_buffer_limits_validation(loop):
     assert default == (16384, 65536)
 
 
-def test_write_buffer_limits_beyond_native_sizes_leave_the_limits_alone(ferro_loop):
-    # ferroloop-only: asyncio keeps the limits as the Python objects it was given, so it
-    # accepts floats and ints of any size; ferroloop keeps native sizes and raises for them
-    # (a known difference, README "Reliability"). It used to store `high` before `low` failed
-    # to convert, leaving high < low.
+def test_write_buffer_limits_of_any_number(loop):
+    # asyncio keeps the limits as the objects it was given and compares sizes with them: a
+    # float stays a float, an int beyond 64 bits is larger than any buffer.
     async def main():
-        tr, _pr, peer = await make(ferro_loop, Recorder())
-        outcomes = []
-        for high, low in ((2, 1.5), (1.5, 1), (2**64, None), (None, 2**63)):
-            with pytest.raises((TypeError, OverflowError)):
-                tr.set_write_buffer_limits(high, low)
-            outcomes.append(tr.get_write_buffer_limits())
-        tr.close()
+        tr, pr, peer = await make(loop, Recorder())
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        got = []
+        for high, low in ((2, 1.5), (1.5, 1), (2**64, None), (None, 2**63), (3.0, 0.5)):
+            tr.set_write_buffer_limits(high, low)
+            got.append(tr.get_write_buffer_limits())
+        tr.set_write_buffer_limits(2**70, 2**65)
+        chunk = b"x" * 65536
+        for _ in range(256):  # 16 MiB: far beyond what the kernel takes, never a pause
+            tr.write(chunk)
+        paused_huge = "pause" in pr.events
+        tr.abort()
         peer.close()
-        return outcomes
+        await asyncio.sleep(0)
+        return got, paused_huge
 
-    assert run(ferro_loop, main()) == [(16384, 65536)] * 4
+    got, paused_huge = run(loop, main())
+    assert got == [(1.5, 2), (1, 1.5), (2**62, 2**64), (2**63, 2**65), (0.5, 3.0)]
+    assert [type(v) for pair in got for v in pair] == [float, int, int, float, int, int,
+                                                     int, int, float, float]
+    assert not paused_huge
+
+
+def test_write_buffer_limit_as_float_decides_the_pause(loop):
+    async def main():
+        tr, pr, peer = await make(loop, Recorder())
+        tr.pause_reading()
+        big = b"x" * (8 << 20)
+        tr.set_write_buffer_limits(high=0.5, low=0.25)
+        tr.write(big)  # the kernel cannot take 8 MiB at once: something stays queued
+        paused = "pause" in pr.events
+        tr.abort()
+        peer.close()
+        await asyncio.sleep(0)
+        return paused
+
+    assert run(loop, main()) is True
 
 
 def test_write_buffer_limits_arithmetic_is_pythons(loop):

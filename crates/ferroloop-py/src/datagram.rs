@@ -1150,7 +1150,7 @@ impl DatagramCore {
         self.st.borrow_mut(py).size
     }
 
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         self.limits(py)
     }
 
@@ -1182,7 +1182,7 @@ impl DatagramCore {
     /// After `connection_lost` closed the socket: let go of everything (breaks the
     /// transport/protocol cycle) and never touch the fd number again.
     fn _release(&self, py: Python<'_>) {
-        let old = std::mem::take(&mut *self.st.borrow_mut(py));
+        let mut old = std::mem::take(&mut *self.st.borrow_mut(py));
         {
             let mut st = self.st.borrow_mut(py);
             st.c = old.c.released(-1);

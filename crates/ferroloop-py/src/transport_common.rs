@@ -14,6 +14,7 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
+use pyo3::IntoPyObjectExt;
 
 use crate::event_loop::LoopCore;
 use crate::gil_cell::GilCell;
@@ -45,8 +46,12 @@ pub(crate) struct Common {
     /// Whether the protocol was told to pause writing (asyncio's `_protocol_paused`).
     pub(crate) protocol_paused: bool,
     pub(crate) writer_registered: bool,
-    pub(crate) high: usize,
-    pub(crate) low: usize,
+    /// The write-buffer limits as numbers to compare sizes with.
+    pub(crate) high: f64,
+    pub(crate) low: f64,
+    /// The limits as the user gave them, `(low, high)`: asyncio keeps and returns those
+    /// objects (a float stays a float). `None`: the defaults.
+    pub(crate) limit_objects: Option<(Py<PyAny>, Py<PyAny>)>,
 }
 
 impl Common {
@@ -55,21 +60,22 @@ impl Common {
             loop_: Some(loop_),
             transport: Some(transport),
             fd,
-            high: DEFAULT_HIGH,
-            low: DEFAULT_HIGH / 4,
+            high: DEFAULT_HIGH as f64,
+            low: (DEFAULT_HIGH / 4) as f64,
             ..Self::default()
         }
     }
 
-    /// What survives `_release` (after `connection_lost`): no Python objects, the transport
-    /// closed, the limits as they were.
-    pub(crate) fn released(&self, fd: i32) -> Self {
+    /// What survives `_release` (after `connection_lost`): the transport closed, the limits
+    /// as they were, no other Python object.
+    pub(crate) fn released(&mut self, fd: i32) -> Self {
         Self {
             fd,
             closing: true,
             conn_lost: self.conn_lost.max(1),
             high: self.high,
             low: self.low,
+            limit_objects: self.limit_objects.take(),
             ..Self::default()
         }
     }
@@ -85,6 +91,7 @@ impl Common {
         ]
         .into_iter()
         .flatten()
+        .chain(self.limit_objects.iter().flat_map(|(l, h)| [l, h]))
     }
 }
 
@@ -96,6 +103,19 @@ impl LoopCore {
     pub(crate) fn is_running_flag(&self) -> bool {
         self.running.load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// A write-buffer limit (already checked to be `>= 0`) as a number to compare buffer sizes
+/// with: asyncio compares sizes with whatever the user gave, so a float stays fractional and
+/// an int too large for 64 bits is larger than any size.
+fn limit_number(v: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if let Ok(n) = v.extract::<u64>() {
+        return Ok(n as f64);
+    }
+    if v.is_instance_of::<pyo3::types::PyInt>() {
+        return Ok(f64::INFINITY);
+    }
+    v.extract::<f64>()
 }
 
 /// KeyboardInterrupt and SystemExit go to the caller; every other error a protocol raises is
@@ -172,7 +192,7 @@ pub(crate) trait NativeTransport {
             let mut st = self.cell().borrow_mut(py);
             let size = Self::buffered(&st);
             let c = Self::common(&mut st);
-            if size <= c.high || c.protocol_paused {
+            if size as f64 <= c.high || c.protocol_paused {
                 return Ok(());
             }
             c.protocol_paused = true;
@@ -186,7 +206,7 @@ pub(crate) trait NativeTransport {
             let mut st = self.cell().borrow_mut(py);
             let size = Self::buffered(&st);
             let c = Self::common(&mut st);
-            if !c.protocol_paused || size > c.low {
+            if !c.protocol_paused || size as f64 > c.low {
                 return Ok(());
             }
             c.protocol_paused = false;
@@ -275,11 +295,23 @@ pub(crate) trait NativeTransport {
         Ok(true)
     }
 
-    /// `(low, high)`, as asyncio's `get_write_buffer_limits()` orders them.
-    fn limits(&self, py: Python<'_>) -> (usize, usize) {
-        let mut st = self.cell().borrow_mut(py);
-        let c = Self::common(&mut st);
-        (c.low, c.high)
+    /// `(low, high)`, as asyncio's `get_write_buffer_limits()` orders them: the objects the
+    /// user gave, or the default ints.
+    fn limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        let given = {
+            let mut st = self.cell().borrow_mut(py);
+            Self::common(&mut st)
+                .limit_objects
+                .as_ref()
+                .map(|(low, high)| (low.clone_ref(py), high.clone_ref(py)))
+        };
+        match given {
+            Some(pair) => Ok(pair),
+            None => Ok((
+                (DEFAULT_HIGH / 4).into_py_any(py)?,
+                DEFAULT_HIGH.into_py_any(py)?,
+            )),
+        }
     }
 
     /// asyncio's `set_write_buffer_limits(high=None, low=None)`.
@@ -310,13 +342,15 @@ pub(crate) trait NativeTransport {
         }
         // Both converted before either is stored: a value that does not convert leaves the
         // previous limits in place.
-        let (high, low): (usize, usize) = (high_v.extract()?, low_v.extract()?);
-        {
+        let (high, low) = (limit_number(&high_v)?, limit_number(&low_v)?);
+        let old = {
             let mut st = self.cell().borrow_mut(py);
             let c = Self::common(&mut st);
             c.high = high;
             c.low = low;
-        }
+            c.limit_objects.replace((low_v.unbind(), high_v.unbind()))
+        };
+        drop(old); // outside the borrow: dropping a Python object may run code
         self.maybe_pause_protocol(py)
     }
 

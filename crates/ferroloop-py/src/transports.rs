@@ -710,7 +710,7 @@ impl TransportCore {
         }
         let (over, waiting) = {
             let st = this.st.borrow_mut(py);
-            (st.queue.size > st.c.high, st.c.writer_registered)
+            (st.queue.size as f64 > st.c.high, st.c.writer_registered)
         };
         if over && !waiting {
             // Flow control must see what the kernel refuses: send now.
@@ -806,7 +806,7 @@ impl TransportCore {
         self.size(py)
     }
 
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         self.limits(py)
     }
 
@@ -869,7 +869,7 @@ impl TransportCore {
 
     /// After `connection_lost`: let go of everything (breaks the transport/protocol cycle).
     fn _release(&self, py: Python<'_>) {
-        let old = std::mem::take(&mut *self.st.borrow_mut(py));
+        let mut old = std::mem::take(&mut *self.st.borrow_mut(py));
         let mut st = self.st.borrow_mut(py);
         st.c = old.c.released(old.c.fd);
         st.eof = old.eof;
