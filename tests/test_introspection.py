@@ -285,7 +285,6 @@ def test_stats_count_callbacks_and_iterations(ferro_loop):
     assert len(ran) == 100
     assert s.iterations == 1
     assert s.callbacks == 101  # 100 + stop; the cancelled handle is not counted
-    assert s.largest_batch == 102
     assert s.ready == 0
     with pytest.raises(AttributeError):
         s.callbacks = 0  # frozen

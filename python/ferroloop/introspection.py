@@ -82,8 +82,6 @@ class LoopStats:
     iterations: int
     #: Callbacks run (cancelled handles are skipped and not counted).
     callbacks: int
-    #: The largest batch of ready callbacks one iteration started with.
-    largest_batch: int
     #: Callbacks ready to run now (a gauge).
     ready: int
     #: Timers scheduled and not cancelled, waiting for their deadline (a gauge).

@@ -12,6 +12,8 @@ use std::collections::VecDeque;
 #[derive(Debug)]
 pub struct ReadyQueue<T> {
     items: VecDeque<T>,
+    /// Items ever pushed (`loop.stats()` counts callbacks run from it).
+    pushed: u64,
 }
 
 impl<T> Default for ReadyQueue<T> {
@@ -24,6 +26,7 @@ impl<T> ReadyQueue<T> {
     pub fn new() -> Self {
         Self {
             items: VecDeque::with_capacity(1024),
+            pushed: 0,
         }
     }
 
@@ -31,6 +34,13 @@ impl<T> ReadyQueue<T> {
     #[inline]
     pub fn push(&mut self, item: T) {
         self.items.push_back(item);
+        self.pushed += 1;
+    }
+
+    /// How many items were ever pushed.
+    #[inline]
+    pub fn pushed(&self) -> u64 {
+        self.pushed
     }
 
     /// The number of items the batch starting now must run (everything queued so far).

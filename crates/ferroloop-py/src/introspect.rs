@@ -34,10 +34,9 @@ use pyo3::types::{PyList, PyTuple};
 pub(crate) struct Counters {
     /// Iterations of the run loop (`run_ready` calls).
     pub(crate) iterations: u64,
-    /// Callbacks run (cancelled handles are skipped, not counted).
-    pub(crate) callbacks: u64,
-    /// The largest batch of ready callbacks one iteration started with.
-    pub(crate) largest_batch: u64,
+    /// Handles taken off the ready queue without running: cancelled ones, and those
+    /// `close()` dropped. Callbacks run = the queue's pushes − what is queued − these.
+    pub(crate) skipped: u64,
     /// `epoll_wait` calls, and how many of them were allowed to sleep (timeout not zero).
     pub(crate) polls: u64,
     pub(crate) sleeping_polls: u64,
