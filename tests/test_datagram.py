@@ -728,6 +728,42 @@ def test_no_datagram_after_pause_or_close_from_the_protocol(loop, action):
     run(loop, main())
 
 
+def test_bursts_with_pauses_and_raising_callbacks_lose_nothing(loop):
+    # 60 datagrams wait in the socket; the protocol pauses reading on every 7th (resuming
+    # soon after) and raises on every 11th. Every datagram arrives once, in order, and each
+    # exception reaches the handler.
+    async def main():
+        errors = collect_errors(loop)
+        lp = asyncio.get_running_loop()
+
+        class Moody(Recorder):
+            def datagram_received(self, data, addr):
+                super().datagram_received(data, addr)
+                n = int(data)
+                if n % 7 == 6:
+                    self.transport.pause_reading()
+                    lp.call_later(0.002, self.transport.resume_reading)
+                if n % 11 == 10:
+                    raise ZeroDivisionError(n)
+
+        tr, proto = await loop.create_datagram_endpoint(Moody, local_addr=("127.0.0.1", 0))
+        tr.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        addr = tr.get_extra_info("sockname")
+        tr.pause_reading()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            for i in range(60):
+                peer.sendto(b"%02d" % i, addr)
+            await asyncio.sleep(0.02)
+            tr.resume_reading()
+            await proto.datagram(60)
+        await asyncio.sleep(0.01)
+        assert [d for d, _ in proto.datagrams] == [b"%02d" % i for i in range(60)]
+        assert [e["exception"].args[0] for e in errors] == [10, 21, 32, 43, 54]
+        await close_and_wait(tr)
+
+    run(loop, main())
+
+
 def test_datagrams_interleave_with_other_callbacks(loop):
     # What a protocol schedules with call_soon runs, and every datagram arrives, in order,
     # however many wait in the socket.

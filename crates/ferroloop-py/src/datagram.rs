@@ -14,9 +14,16 @@
 //!   One difference from asyncio, which reads one datagram per readiness event: a readiness
 //!   event reads up to `READ_BATCH` (32, libuv's number) datagrams, until the socket is empty,
 //!   an error, or the protocol stops reading (`pause_reading`, `close`, `abort` inside
-//!   `datagram_received` end the batch; nothing is read ahead). Callbacks the protocol
-//!   schedules run after the batch instead of between datagrams. One read per event cost a
-//!   poll per datagram and left ferroloop 0.89-0.94x uvloop's speed (uvloop reads up to 32).
+//!   `datagram_received` end the batch). Callbacks the protocol schedules run after the batch
+//!   instead of between datagrams. One read per event cost a poll per datagram and left
+//!   ferroloop 0.89-0.94x uvloop's speed (uvloop reads up to 32). On IPv4/IPv6 sockets the
+//!   batch is one `recvmmsg` into 32 slots of 64 KiB (the largest UDP payload fits), which
+//!   also saves the final read that would find the socket empty; the datagrams it took that
+//!   the protocol has not had when it pauses or raises wait in `pending` and go out, in
+//!   order and before anything read later, once it reads again (`_deliver_pending`, scheduled
+//!   by `resume_reading` or after the exception); closing drops them, as closing the socket
+//!   drops what the kernel holds. Unix datagram sockets, whose datagrams can be larger than
+//!   64 KiB, keep one `recvfrom` per datagram into a 256 KiB buffer (asyncio's `max_size`).
 //!   Senders are cached (`AddrCache`): a datagram from a recent sender gets the same immutable
 //!   `(host, port)` tuple, and a reply `sendto(data, addr)` finds the kernel address of that
 //!   tuple without parsing it.
@@ -74,8 +81,95 @@ unsafe extern "C" {
     ) -> *const libc::c_char;
 }
 
+/// A slot of the batched read: the largest UDP payload over IPv4 or IPv6 is 65,527 bytes.
+const MMSG_SLOT: usize = 64 * 1024;
+
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(MAX_READ));
+    /// `recvmmsg`'s buffers, made on a thread's first batched read.
+    static MMSG: RefCell<Option<Box<MmsgScratch>>> = const { RefCell::new(None) };
+}
+
+/// READ_BATCH slots of MMSG_SLOT bytes with their addresses and message headers.
+struct MmsgScratch {
+    bufs: Vec<u8>,
+    addrs: [SockAddr; READ_BATCH],
+    iovs: [libc::iovec; READ_BATCH],
+    hdrs: [libc::mmsghdr; READ_BATCH],
+}
+
+impl MmsgScratch {
+    fn new() -> Box<Self> {
+        let mut bufs = vec![0u8; READ_BATCH * MMSG_SLOT];
+        let base = bufs.as_mut_ptr();
+        let mut me = Box::new(Self {
+            bufs: Vec::new(),
+            addrs: [SockAddr::zeroed(); READ_BATCH],
+            // SAFETY: iovec is a plain C struct; all zeroes is a valid value (set below).
+            iovs: unsafe { std::mem::zeroed() },
+            // SAFETY: mmsghdr is a plain C struct; all zeroes is a valid value, and every
+            // pointer in it is set before each recvmmsg.
+            hdrs: unsafe { std::mem::zeroed() },
+        });
+        for i in 0..READ_BATCH {
+            me.iovs[i] = libc::iovec {
+                // SAFETY: slot i lies inside `bufs` (READ_BATCH slots).
+                iov_base: unsafe { base.add(i * MMSG_SLOT) }.cast(),
+                iov_len: MMSG_SLOT,
+            };
+        }
+        // The Vec's heap buffer does not move when the Vec itself is moved into the box.
+        me.bufs = bufs;
+        me
+    }
+}
+
+/// One `recvmmsg` of up to READ_BATCH datagrams (IPv4/IPv6 sockets): each datagram and its
+/// sender's address, or `errno` if not even one could be read.
+fn recvmmsg_batch(py: Python<'_>, fd: i32) -> Result<Vec<(Bound<'_, PyBytes>, SockAddr)>, i32> {
+    MMSG.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let m = slot.get_or_insert_with(MmsgScratch::new);
+        for i in 0..READ_BATCH {
+            m.addrs[i].len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let hdr = &mut m.hdrs[i];
+            hdr.msg_hdr.msg_name = (&mut m.addrs[i].storage as *mut libc::sockaddr_storage).cast();
+            hdr.msg_hdr.msg_namelen = m.addrs[i].len;
+            hdr.msg_hdr.msg_iov = &mut m.iovs[i];
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_hdr.msg_controllen = 0;
+            hdr.msg_hdr.msg_flags = 0;
+            hdr.msg_len = 0;
+        }
+        // SAFETY: every header points at its own address storage and one iovec of MMSG_SLOT
+        // bytes inside `bufs`, all owned by `m` and alive for the call; the kernel writes at
+        // most those sizes. A null timeout: return what is there (the socket is non-blocking).
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_recvmmsg,
+                fd,
+                m.hdrs.as_mut_ptr(),
+                READ_BATCH as libc::c_uint,
+                0,
+                std::ptr::null_mut::<libc::timespec>(),
+            )
+        };
+        if n < 0 {
+            return Err(last_errno());
+        }
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n as usize {
+            let len = (m.hdrs[i].msg_len as usize).min(MMSG_SLOT);
+            let mut sa = m.addrs[i];
+            sa.len = m.hdrs[i].msg_hdr.msg_namelen;
+            // SAFETY: the kernel wrote `len` bytes (at most the slot) into slot i.
+            let data =
+                unsafe { std::slice::from_raw_parts(m.bufs.as_ptr().add(i * MMSG_SLOT), len) };
+            out.push((PyBytes::new(py, data), sa));
+        }
+        Ok(out)
+    })
 }
 
 /// A socket address in the form the kernel takes and gives.
@@ -230,6 +324,11 @@ pub(crate) struct DState {
     size: usize,
     queue: VecDeque<Outgoing>,
     addrs: AddrCache,
+    /// Datagrams a batched read took from the kernel that the protocol has not had yet (it
+    /// paused reading, or raised, in the middle of the batch), with their senders.
+    pending: VecDeque<(Py<PyBytes>, Py<PyAny>)>,
+    /// Our own bound `_deliver_pending`, scheduled when pending datagrams may go out.
+    deliver_cb: Option<Py<PyAny>>,
 }
 
 #[pyclass(frozen, module = "ferroloop._native")]
@@ -790,6 +889,86 @@ impl DatagramCore {
         }
     }
 
+    /// IPv4/IPv6: one `recvmmsg` takes up to READ_BATCH datagrams, which go to the protocol
+    /// one by one while it keeps reading. What it has not had when it pauses or raises waits
+    /// in `pending` (closing drops it, as closing the socket would).
+    fn read_batch(&self, py: Python<'_>, fd: i32) -> PyResult<()> {
+        let batch = loop {
+            match recvmmsg_batch(py, fd) {
+                Ok(b) => break b,
+                Err(e) if would_block(e) => return Ok(()),
+                Err(libc::EINTR) => {
+                    if let Err(e) = py.check_signals() {
+                        return self.fatal(py, e, "Fatal read error on datagram transport");
+                    }
+                }
+                Err(e) => {
+                    let err = os_error(py, std::io::Error::from_raw_os_error(e));
+                    return self.error_received(py, err);
+                }
+            }
+        };
+        let mut rest = batch.into_iter();
+        let mut first = true;
+        while let Some((data, sa)) = rest.next() {
+            if !first {
+                let (gone, paused) = {
+                    let st = self.st.borrow_mut(py);
+                    (st.c.conn_lost > 0 || st.c.closing, st.c.paused)
+                };
+                if gone {
+                    return Ok(());
+                }
+                if paused {
+                    return self.hold(py, std::iter::once((data, sa)).chain(rest));
+                }
+            }
+            first = false;
+            let addr = match self.addr_object(py, &sa) {
+                Ok(a) => a,
+                Err(e) => return self.fatal(py, e, "Fatal read error on datagram transport"),
+            };
+            if let Err(e) = self.deliver(py, data.into_any(), addr) {
+                self.hold(py, rest)?;
+                if !self.st.borrow_mut(py).pending.is_empty() {
+                    self.schedule_pending(py)?;
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps datagrams read but not delivered, with their senders as Python objects.
+    fn hold<'py>(
+        &self,
+        py: Python<'py>,
+        items: impl Iterator<Item = (Bound<'py, PyBytes>, SockAddr)>,
+    ) -> PyResult<()> {
+        for (data, sa) in items {
+            let addr = self.addr_object(py, &sa)?;
+            self.st
+                .borrow_mut(py)
+                .pending
+                .push_back((data.unbind(), addr.unbind()));
+        }
+        Ok(())
+    }
+
+    /// `loop.call_soon(self._deliver_pending)`.
+    fn schedule_pending(&self, py: Python<'_>) -> PyResult<()> {
+        let cb = self
+            .st
+            .borrow_mut(py)
+            .deliver_cb
+            .as_ref()
+            .map(|c| c.clone_ref(py));
+        let (Some(lp), Some(cb)) = (self.loop_core(py), cb) else {
+            return Ok(());
+        };
+        LoopCore::call_soon_native(&lp, cb.bind(py), &PyTuple::empty(py))
+    }
+
     /// `protocol.datagram_received(data, addr)`; what it raises propagates, as in asyncio.
     fn deliver(
         &self,
@@ -853,9 +1032,11 @@ impl DatagramCore {
         let py = slf.py();
         let read = slf.getattr(pyo3::intern!(py, "_read_ready"))?.unbind();
         let write = slf.getattr(pyo3::intern!(py, "_sendto_ready"))?.unbind();
+        let deliver = slf.getattr(pyo3::intern!(py, "_deliver_pending"))?.unbind();
         let mut st = slf.get().st.borrow_mut(py);
         st.c.read_cb = Some(read);
         st.c.write_cb = Some(write);
+        st.deliver_cb = Some(deliver);
         Ok(())
     }
 
@@ -898,24 +1079,68 @@ impl DatagramCore {
         self.pause(py)
     }
 
-    /// Whether reading resumed (false if it was not paused or is closing).
+    /// Whether reading resumed (false if it was not paused or is closing). Datagrams a
+    /// batched read holds for the protocol go out soon, before anything read later.
     fn resume_reading(&self, py: Python<'_>) -> PyResult<bool> {
-        self.resume(py)
+        let resumed = self.resume(py)?;
+        if resumed && !self.st.borrow_mut(py).pending.is_empty() {
+            self.schedule_pending(py)?;
+        }
+        Ok(resumed)
+    }
+
+    /// Hands the protocol the datagrams a batched read holds, while it keeps reading.
+    fn _deliver_pending(&self, py: Python<'_>) -> PyResult<()> {
+        loop {
+            let next = {
+                let mut st = self.st.borrow_mut(py);
+                if st.c.conn_lost > 0 || st.c.closing || st.c.paused {
+                    return Ok(());
+                }
+                st.pending.pop_front()
+            };
+            let Some((data, addr)) = next else {
+                return Ok(());
+            };
+            if let Err(e) = self.deliver(py, data.into_bound(py).into_any(), addr.into_bound(py)) {
+                // As a reader callback that raised: the rest come on the next iteration.
+                if !self.st.borrow_mut(py).pending.is_empty() {
+                    self.schedule_pending(py)?;
+                }
+                return Err(e);
+            }
+        }
     }
 
     /// The readability watcher's callback: up to `READ_BATCH` datagrams, while the
     /// transport keeps reading (see the module comment).
     fn _read_ready(&self, py: Python<'_>) -> PyResult<()> {
+        // Datagrams an earlier batch holds go first: order is the kernel's.
+        if !self.st.borrow_mut(py).pending.is_empty() {
+            self._deliver_pending(py)?;
+            if !self.st.borrow_mut(py).pending.is_empty() {
+                return Ok(());
+            }
+        }
+        let (fd, native, family) = {
+            let st = self.st.borrow_mut(py);
+            if st.c.conn_lost > 0 || st.c.fd < 0 {
+                return Ok(());
+            }
+            (st.c.fd, st.native, st.family)
+        };
+        if !native {
+            return self.read_via_socket(py);
+        }
+        if family == libc::AF_INET || family == libc::AF_INET6 {
+            return self.read_batch(py, fd);
+        }
         for i in 0..READ_BATCH {
-            let (fd, native) = {
+            if i > 0 {
                 let st = self.st.borrow_mut(py);
-                if st.c.conn_lost > 0 || st.c.fd < 0 || (i > 0 && (st.c.closing || st.c.paused)) {
+                if st.c.conn_lost > 0 || st.c.fd < 0 || st.c.closing || st.c.paused {
                     return Ok(());
                 }
-                (st.c.fd, st.native)
-            };
-            if !native {
-                return self.read_via_socket(py);
             }
             let (data, sa) = match recvfrom_once(py, fd) {
                 Ok(got) => got,
@@ -1200,9 +1425,13 @@ impl DatagramCore {
         let Some(st) = self.st.try_borrow_unguarded() else {
             return Ok(()); // busy: what it holds stays alive this round, which is safe
         };
-        let own = [&st.sock, &st.on_datagram, &st.address];
+        let own = [&st.sock, &st.on_datagram, &st.address, &st.deliver_cb];
         for obj in st.c.objects().chain(own.into_iter().flatten()) {
             visit.call(obj)?;
+        }
+        for (data, addr) in &st.pending {
+            visit.call(data)?;
+            visit.call(addr)?;
         }
         for (_, obj) in st.addrs.slots.iter().flatten() {
             visit.call(obj)?;
