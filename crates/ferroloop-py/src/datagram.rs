@@ -90,13 +90,20 @@ thread_local! {
     static MMSG: RefCell<Option<Box<MmsgScratch>>> = const { RefCell::new(None) };
 }
 
-/// READ_BATCH slots of MMSG_SLOT bytes with their addresses and message headers.
+/// READ_BATCH slots of MMSG_SLOT bytes with their addresses and message headers. The
+/// headers point at their slot and address once and for all (the box never moves); a call
+/// only resets the address lengths the previous call's messages overwrote.
 struct MmsgScratch {
     bufs: Vec<u8>,
-    addrs: [SockAddr; READ_BATCH],
+    addrs: [libc::sockaddr_storage; READ_BATCH],
     iovs: [libc::iovec; READ_BATCH],
     hdrs: [libc::mmsghdr; READ_BATCH],
+    /// Messages the previous `recvmmsg` filled.
+    used: usize,
 }
+
+const SOCKADDR_STORAGE_LEN: libc::socklen_t =
+    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
 
 impl MmsgScratch {
     fn new() -> Box<Self> {
@@ -104,19 +111,27 @@ impl MmsgScratch {
         let base = bufs.as_mut_ptr();
         let mut me = Box::new(Self {
             bufs: Vec::new(),
-            addrs: [SockAddr::zeroed(); READ_BATCH],
+            // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+            addrs: unsafe { std::mem::zeroed() },
             // SAFETY: iovec is a plain C struct; all zeroes is a valid value (set below).
             iovs: unsafe { std::mem::zeroed() },
-            // SAFETY: mmsghdr is a plain C struct; all zeroes is a valid value, and every
-            // pointer in it is set before each recvmmsg.
+            // SAFETY: mmsghdr is a plain C struct; all zeroes (null control, no flags) is a
+            // valid value, and its name and iovec pointers are set below.
             hdrs: unsafe { std::mem::zeroed() },
+            used: 0,
         });
+        let me_ref = &mut *me;
         for i in 0..READ_BATCH {
-            me.iovs[i] = libc::iovec {
+            me_ref.iovs[i] = libc::iovec {
                 // SAFETY: slot i lies inside `bufs` (READ_BATCH slots).
                 iov_base: unsafe { base.add(i * MMSG_SLOT) }.cast(),
                 iov_len: MMSG_SLOT,
             };
+            let hdr = &mut me_ref.hdrs[i].msg_hdr;
+            hdr.msg_name = (&mut me_ref.addrs[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = SOCKADDR_STORAGE_LEN;
+            hdr.msg_iov = &mut me_ref.iovs[i];
+            hdr.msg_iovlen = 1;
         }
         // The Vec's heap buffer does not move when the Vec itself is moved into the box.
         me.bufs = bufs;
@@ -130,18 +145,10 @@ fn recvmmsg_batch(py: Python<'_>, fd: i32) -> Result<Vec<(Bound<'_, PyBytes>, So
     MMSG.with(|cell| {
         let mut slot = cell.borrow_mut();
         let m = slot.get_or_insert_with(MmsgScratch::new);
-        for i in 0..READ_BATCH {
-            m.addrs[i].len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            let hdr = &mut m.hdrs[i];
-            hdr.msg_hdr.msg_name = (&mut m.addrs[i].storage as *mut libc::sockaddr_storage).cast();
-            hdr.msg_hdr.msg_namelen = m.addrs[i].len;
-            hdr.msg_hdr.msg_iov = &mut m.iovs[i];
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
-            hdr.msg_hdr.msg_flags = 0;
-            hdr.msg_len = 0;
+        for hdr in &mut m.hdrs[..m.used] {
+            hdr.msg_hdr.msg_namelen = SOCKADDR_STORAGE_LEN;
         }
+        m.used = 0;
         // SAFETY: every header points at its own address storage and one iovec of MMSG_SLOT
         // bytes inside `bufs`, all owned by `m` and alive for the call; the kernel writes at
         // most those sizes. A null timeout: return what is there (the socket is non-blocking).
@@ -158,11 +165,14 @@ fn recvmmsg_batch(py: Python<'_>, fd: i32) -> Result<Vec<(Bound<'_, PyBytes>, So
         if n < 0 {
             return Err(last_errno());
         }
+        m.used = n as usize;
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n as usize {
             let len = (m.hdrs[i].msg_len as usize).min(MMSG_SLOT);
-            let mut sa = m.addrs[i];
-            sa.len = m.hdrs[i].msg_hdr.msg_namelen;
+            let sa = SockAddr {
+                storage: m.addrs[i],
+                len: m.hdrs[i].msg_hdr.msg_namelen,
+            };
             // SAFETY: the kernel wrote `len` bytes (at most the slot) into slot i.
             let data =
                 unsafe { std::slice::from_raw_parts(m.bufs.as_ptr().add(i * MMSG_SLOT), len) };
@@ -896,15 +906,10 @@ impl DatagramCore {
         let batch = loop {
             match recvmmsg_batch(py, fd) {
                 Ok(b) => break b,
-                Err(e) if would_block(e) => return Ok(()),
-                Err(libc::EINTR) => {
-                    if let Err(e) = py.check_signals() {
-                        return self.fatal(py, e, "Fatal read error on datagram transport");
-                    }
-                }
                 Err(e) => {
-                    let err = os_error(py, std::io::Error::from_raw_os_error(e));
-                    return self.error_received(py, err);
+                    if let Some(done) = self.read_failed(py, e) {
+                        return done;
+                    }
                 }
             }
         };
@@ -937,6 +942,23 @@ impl DatagramCore {
             }
         }
         Ok(())
+    }
+
+    /// A failed read's outcome, as asyncio has it: nothing for `EAGAIN`, the protocol's
+    /// `error_received` for an `OSError`; `None` after `EINTR` with no signal handler raising
+    /// (read again).
+    fn read_failed(&self, py: Python<'_>, errno: i32) -> Option<PyResult<()>> {
+        if would_block(errno) {
+            return Some(Ok(()));
+        }
+        if errno == libc::EINTR {
+            return py
+                .check_signals()
+                .err()
+                .map(|e| self.fatal(py, e, "Fatal read error on datagram transport"));
+        }
+        let err = os_error(py, std::io::Error::from_raw_os_error(errno));
+        Some(self.error_received(py, err))
     }
 
     /// Keeps datagrams read but not delivered, with their senders as Python objects.
@@ -1144,17 +1166,10 @@ impl DatagramCore {
             }
             let (data, sa) = match recvfrom_once(py, fd) {
                 Ok(got) => got,
-                Err(e) if would_block(e) => return Ok(()),
-                Err(libc::EINTR) => {
-                    if let Err(e) = py.check_signals() {
-                        return self.fatal(py, e, "Fatal read error on datagram transport");
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    let err = os_error(py, std::io::Error::from_raw_os_error(e));
-                    return self.error_received(py, err);
-                }
+                Err(e) => match self.read_failed(py, e) {
+                    Some(done) => return done,
+                    None => continue,
+                },
             };
             let addr = match self.addr_object(py, &sa) {
                 Ok(a) => a,
