@@ -203,6 +203,43 @@ def test_call_soon_threadsafe_wakes_a_sleeping_loop(loop):
     assert woke - sent[0] < 0.1
 
 
+def test_call_soon_threadsafe_keeps_waking_the_loop_while_it_wakes_up(loop):
+    # Bursts from a thread, each sent while the loop sleeps: the burst's first call wakes it,
+    # and the rest land while it is waking up. Every burst must run. ferroloop once lost a
+    # wake-up in that window (the eventfd write of one call was drained as stale, and every
+    # later call skipped its write); this test seldom hits that race, the engine test
+    # `no_wake_up_is_lost_when_a_wake_lands_between_poll_and_drain` reproduces it.
+    rounds, burst = 10, 20_000
+    ran = [0]
+    burst_done = threading.Event()
+    stalled = []
+
+    def tick():
+        ran[0] += 1
+        if ran[0] % burst == 0:
+            burst_done.set()
+
+    def producer():
+        for r in range(rounds):
+            time.sleep(0.002)  # the loop has run the last burst and sleeps again
+            burst_done.clear()
+            for _ in range(burst):
+                loop.call_soon_threadsafe(tick)
+            if not burst_done.wait(5):
+                stalled.append((r, ran[0]))
+                loop.call_soon_threadsafe(loop.stop)
+                return
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=producer)
+    loop.call_later(60, lambda: None)  # a far timer: between bursts the loop sleeps in poll
+    loop.call_soon(t.start)
+    loop.run_forever()
+    t.join()
+    assert stalled == []
+    assert ran[0] == rounds * burst
+
+
 def test_call_soon_threadsafe_before_run(loop):
     out = []
     t = threading.Thread(target=lambda: loop.call_soon_threadsafe(out.append, "from thread"))

@@ -256,6 +256,63 @@ mod tests {
     }
 
     #[test]
+    fn no_wake_up_is_lost_when_a_wake_lands_between_poll_and_drain() {
+        // A producer that reads `sleeping` just before the loop wakes, and writes the eventfd
+        // just before the loop drains it, must not leave `signalled` set for the next sleep:
+        // its wake-ups would all be skipped and the loop would sleep with work queued
+        // (found as a hang of the call_soon_threadsafe benchmark). The producer pushes in
+        // bursts so the loop keeps going to sleep; a sleep that runs its whole timeout while
+        // the producer is still pushing is a lost wake-up.
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+        use std::sync::Arc;
+        const PUSHES: u64 = 6_000_000;
+        let p = Poller::new().unwrap();
+        let waker = p.waker().clone();
+        let produced = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let producer = {
+            let (produced, done) = (produced.clone(), done.clone());
+            std::thread::spawn(move || {
+                for i in 0..PUSHES {
+                    produced.fetch_add(1, SeqCst);
+                    waker.wake();
+                    if i % 5_000 == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+                done.store(true, SeqCst);
+            })
+        };
+        let mut ev = Events::with_capacity(8);
+        let mut consumed = 0;
+        let sleep_limit = Duration::from_secs(2);
+        while !(done.load(SeqCst) && consumed == produced.load(SeqCst)) {
+            let queued = produced.load(SeqCst);
+            if queued > consumed {
+                consumed = queued;
+                continue;
+            }
+            p.prepare_sleep();
+            if produced.load(SeqCst) > consumed {
+                p.poll(&mut ev, Some(Duration::ZERO)).unwrap();
+                continue;
+            }
+            let t0 = Instant::now();
+            p.poll(&mut ev, Some(sleep_limit)).unwrap();
+            // Nothing ends a sleep but a wake-up: the loop only sleeps when it has taken
+            // everything, and every push after that wakes it.
+            assert!(
+                ev.woken() || t0.elapsed() < sleep_limit,
+                "slept {:?} while the producer pushed ({} of {PUSHES} pushed, {consumed} taken)",
+                t0.elapsed(),
+                produced.load(SeqCst),
+            );
+        }
+        producer.join().unwrap();
+        assert_eq!(consumed, PUSHES);
+    }
+
+    #[test]
     fn level_triggered_reports_until_consumed() {
         let p = Poller::new().unwrap();
         let (a, mut b) = UnixStream::pair().unwrap();

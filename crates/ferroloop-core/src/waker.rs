@@ -47,13 +47,22 @@ impl Waker {
     }
 
     /// Loop side: awake again. `saw_event` says the poller reported the eventfd readable.
+    ///
+    /// The eventfd is drained *before* `signalled` is cleared. The other order loses
+    /// wake-ups: a producer that saw `sleeping` just before it was cleared could set
+    /// `signalled` again after the clear and write the eventfd just before the drain; the
+    /// drain would eat that write, `signalled` would stay set, and every later `wake` would
+    /// skip its write while the loop slept. In this order a write the drain misses leaves the
+    /// eventfd readable (the next poll returns at once), and a producer that finds
+    /// `signalled` still set skips a write the loop does not need: it is awake and looks at
+    /// the queue before it sleeps again.
     #[inline]
     pub(crate) fn end_sleep(&self, saw_event: bool) {
         self.sleeping.store(false, SeqCst);
-        self.signalled.store(false, SeqCst);
         if saw_event {
             self.fd.drain();
         }
+        self.signalled.store(false, SeqCst);
     }
 
     /// After `fork()`, in the child: a fresh eventfd (not shared with the parent), no sleep
