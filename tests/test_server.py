@@ -289,11 +289,29 @@ def test_bind_error_names_the_address(loop):
     assert str(ei.value) == f"[Errno {errno.EADDRINUSE}] " + bind_error_text(addr, reference)
 
 
+def ipv6_holder_with_free_ipv4_twin() -> socket.socket:
+    """A listening socket on ::1:P where 127.0.0.1:P is free to bind (no SO_REUSEADDR).
+
+    Not every port the kernel hands out on ::1 is free on 127.0.0.1: after long runs, tens of
+    thousands of connections may sit in TIME_WAIT there."""
+    for _ in range(50):
+        holder = socket.socket(socket.AF_INET6)
+        holder.bind(("::1", 0))
+        port = holder.getsockname()[1]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                holder.close()
+                continue
+        holder.listen()
+        return holder
+    raise AssertionError("no port free on both ::1 and 127.0.0.1 in 50 tries")
+
+
 def test_bind_error_closes_the_sockets_already_bound(loop):
     # ::1:P is taken; 127.0.0.1:P binds first (listed first), then must be closed again.
-    with socket.socket(socket.AF_INET6) as holder:
-        holder.bind(("::1", 0))
-        holder.listen()
+    with ipv6_holder_with_free_ipv4_twin() as holder:
         port = holder.getsockname()[1]
         resolve_to(loop, [tcp_info(("127.0.0.1", port)), tcp_info(("::1", port, 0, 0))])
         with pytest.raises(OSError) as ei:
