@@ -457,3 +457,55 @@ def test_ignored_signal_is_ignored_again_after_removal(loop_factory):
     expected = signal.SIG_IGN if loop_factory.is_ferroloop else signal.SIG_DFL
     assert after_remove == expected
     assert after_close == expected
+
+
+def test_two_loops_release_the_wakeup_fd_out_of_order(loop_factory):
+    # Loop A claims the wake-up fd (a handler), then loop B claims it over A's (a run in the
+    # main thread, a handler) and remembers A's socket as "the one before". If A is closed
+    # first, its socket is closed and its fd number becomes free; B must not put that number
+    # back when it lets go, or signals are written into whatever file reuses it. Here a pipe
+    # is made to reuse the number, and a signal after B's release must not reach it.
+    # Deterministic (no timing involved); it failed before the fix (the pipe got the byte).
+    # asyncio ends with no wake-up fd (its close sets -1); ferroloop ends with the one that
+    # was there before A (none here), also -1.
+    a = loop_factory()
+    b = loop_factory()
+    try:
+        a.add_signal_handler(signal.SIGUSR1, lambda: None)
+        a_fd = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(a_fd)
+        b.add_signal_handler(signal.SIGUSR2, lambda: None)
+        a.close()  # A goes first: its socket, and fd number a_fd, are gone
+        r, w = os.pipe()
+        try:
+            if w != a_fd:
+                os.dup2(w, a_fd)  # an unrelated file now owns the number
+            # Non-blocking, as a program's sockets are (set_wakeup_fd refuses blocking fds).
+            os.set_blocking(a_fd, False)
+            os.set_blocking(r, False)
+            b.close()  # B lets go of the wake-up fd
+            left = signal.set_wakeup_fd(-1)
+            signal.set_wakeup_fd(left)
+            # Any signal now goes to the wake-up fd, if one is set.
+            prev = signal.signal(signal.SIGUSR1, lambda *_: None)
+            try:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                time.sleep(0.01)
+            finally:
+                signal.signal(signal.SIGUSR1, prev)
+            try:
+                leaked = os.read(r, 16)
+            except BlockingIOError:
+                leaked = b""
+        finally:
+            signal.set_wakeup_fd(-1)
+            if w != a_fd:
+                os.close(a_fd)
+            os.close(r)
+            os.close(w)
+        assert left != a_fd, "a released loop put back a closed loop's wake-up fd"
+        assert leaked == b"", "a signal was written into a file that reused the fd number"
+        assert left == -1
+    finally:
+        b.close()
+        a.close()

@@ -122,8 +122,16 @@ class UnixMethods:
                 logger.info("set_wakeup_fd(-1) failed: %s", exc)
                 return
         if current != ours:
-            # Someone replaced ours meanwhile: theirs stays.
+            # Someone replaced ours meanwhile: theirs stays. If that someone is another
+            # ferroloop loop, it remembers our socket as the fd to give back when it lets go;
+            # ours is about to be released (and closed with the loop), so it must give back
+            # what we replaced instead, or it would restore a closed fd whose number another
+            # file may own by then, and signals would be written into that file.
             signal.set_wakeup_fd(current)
+            if ours != -1:
+                for other in list(_loops):
+                    if other is not self and getattr(other, "_old_wakeup_fd", None) == ours:
+                        other._old_wakeup_fd = old
 
     def _watch_signal_wakeups(self) -> None:
         """run_forever's start: signals wake the loop while it runs in the main thread."""
