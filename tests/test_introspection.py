@@ -201,6 +201,54 @@ def test_detector_on_off_and_no_thread_after_close():
     assert dummies <= dummies_before
 
 
+def test_detector_turned_on_from_another_thread_while_close_joins_the_watchdog():
+    # close() stops the watchdog and joins it with the GIL released. Another thread that
+    # turns the detector on during that join must not leave a watchdog running for a closed
+    # loop: it gets asyncio's "Event loop is closed". Deterministic: the watchdog is held in
+    # the block handler (so the join waits) until the other thread has made its call; before
+    # the fix the call started a second watchdog, which outlived close().
+    loop = ferroloop.new_event_loop()
+    in_handler = threading.Event()
+    release = threading.Event()
+    outcome: dict = {}
+
+    def handler(report: BlockedCallback) -> None:
+        if not report.finished:
+            in_handler.set()
+            release.wait(5.0)  # the watchdog stays here, so close()'s join waits too
+
+    def other() -> None:
+        try:
+            # close() has taken the watchdog out of the loop and is joining it.
+            outcome["saw_join"] = wait_until(lambda: not loop._block_detector_running(), 5.0)
+            try:
+                loop.set_block_threshold(0.05)
+                outcome["result"] = "started"
+            except RuntimeError as exc:
+                outcome["result"] = str(exc)
+        finally:
+            release.set()
+
+    try:
+        loop.set_block_threshold(0.05, handler)
+        loop.call_soon(in_handler.wait, 5.0)  # blocks the loop until the first report
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert in_handler.is_set()
+        t = threading.Thread(target=other)
+        t.start()
+        loop.close()
+        t.join(10.0)
+        assert outcome.get("saw_join")
+        assert outcome.get("result") == "Event loop is closed"
+        assert not loop._block_detector_running()
+        assert wait_until(lambda: watchdog_threads() == [])
+    finally:
+        release.set()
+        loop._set_block_detector(None)  # a stray watchdog (the bug) is stopped here
+        loop.close()
+
+
 def test_detector_argument_checks(ferro_loop):
     with pytest.raises(ValueError):
         ferro_loop.set_block_threshold(0)

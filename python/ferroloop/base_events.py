@@ -230,10 +230,13 @@ class Loop(
             return
         if self.get_debug():
             logger.debug("Close %r", self)
-        self.set_block_threshold(None)  # stops and joins the watchdog thread
         if self._clock is not None:
             self._clock._loop_closed(self)  # the clock keeps the time it reached
         self._close_native()
+        # Stops and joins the watchdog thread. After _close_native (which marks the loop
+        # closed): another thread can then no longer start a watchdog while this one is
+        # joined with the GIL released (the native start refuses a closed loop).
+        self.set_block_threshold(None)
         # Signal handlers removed, wake-up fd restored, running children handed to a reaper.
         self._close_unix()
         self._executor_shutdown_called = True

@@ -865,6 +865,12 @@ impl LoopCore {
                         "block threshold must be a positive number of seconds",
                     ));
                 }
+                // Checked here, with the GIL held and no Python code until the watchdog is in
+                // its slot: `close()` marks the loop closed *before* it takes the watchdog out
+                // and joins it (with the GIL released), so a watchdog started by another
+                // thread is either in the slot when close() takes it, or refused here. A
+                // check in Python alone left a gap: a start during that join outlived close().
+                self.check_closed()?;
                 let old = {
                     let mut slot = self.detector.borrow_mut(py);
                     match slot.as_ref() {
