@@ -314,6 +314,48 @@ def test_detector_is_forgotten_in_a_fork_child(ferro_loop):
     assert wait_until(lambda: len(watchdog_threads()) == 1)  # the parent's is untouched
 
 
+def test_a_fork_child_does_not_report_the_parents_blocked_callback(ferro_loop):
+    # A callback the parent's watchdog flagged forks (a slow callback that starts a worker
+    # process). The child has no detector (it is forgotten at the fork), so the callback's end
+    # in the child must not produce a second "blocked the event loop" report (a log line and
+    # a handler call in the child, a blocked callback counted in its stats): the parent
+    # reports it once. Deterministic: the callback forks only after the watchdog's first
+    # report. Before the fix the child reported it too.
+    loop = ferro_loop
+    rec = Recorder()
+    loop.set_block_threshold(0.05, rec)
+    r, w = os.pipe()
+    forked = {}
+
+    def blocker():
+        rec.first.wait(5.0)
+        time.sleep(0.05)  # let the watchdog's report return
+        pid = os.fork()
+        forked["pid"] = pid
+
+    loop.call_soon(blocker)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    if forked["pid"] == 0:  # the child, back from its copy of the batch
+        code = 1
+        try:
+            result = {"finished_reports": len(rec.after()),
+                      "blocked": loop.stats().blocked_callbacks}
+            os.write(w, json.dumps(result).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(forked["pid"], 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert json.loads(data) == {"finished_reports": 0, "blocked": 0}
+    # The parent reported it, both while it ran and when it returned.
+    assert len(rec.during()) == 1 and len(rec.after()) == 1
+    assert loop.stats().blocked_callbacks == 1
+
+
 # -- stats ----------------------------------------------------------------------------------
 
 

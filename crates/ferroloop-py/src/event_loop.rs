@@ -1165,6 +1165,7 @@ impl LoopCore {
         if let Some(d) = self.detector.borrow_mut(py).take() {
             d.forget_after_fork();
         }
+        self.watch.forget_flag_after_fork();
         // Executor jobs of the parent will never report here.
         self.clock_holds.store(0, Relaxed);
         Ok(())

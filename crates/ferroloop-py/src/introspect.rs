@@ -97,6 +97,13 @@ impl Watch {
         )
     }
 
+    /// In a fork child: forget a callback the parent's watchdog flagged. The child has no
+    /// watchdog, and the parent reports that callback itself; without this, the callback's
+    /// end in the child (a fork from inside it returns there) reported it a second time.
+    pub(crate) fn forget_flag_after_fork(&self) {
+        self.over.store(0, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_thread_ident(&self, ident: u64) {
         self.thread_ident.store(ident, Ordering::Relaxed);
     }
