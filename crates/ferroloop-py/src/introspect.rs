@@ -81,10 +81,16 @@ impl Watch {
     }
 
     /// After it: an even number again; whether the watchdog flagged this callback.
+    ///
+    /// `over` is read with `Acquire`: the watchdog stores `over_since` and then `over`
+    /// without the GIL, so only an acquiring read of `over` guarantees that
+    /// [`Self::flagged_outcome`] then sees this callback's `over_since` rather than an older
+    /// one (on x86 both loads are plain moves either way; on weakly ordered CPUs a relaxed
+    /// read could pair the new flag with the previous start time).
     #[inline(always)]
     pub(crate) fn end(&self, s: u64) -> bool {
         self.seq.store(s + 1, Ordering::Release);
-        self.over.load(Ordering::Relaxed) == s
+        self.over.load(Ordering::Acquire) == s
     }
 
     /// For a flagged callback that just ended: seconds since the watchdog first saw it, and
