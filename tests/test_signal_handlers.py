@@ -475,11 +475,10 @@ def test_two_loops_release_the_wakeup_fd_out_of_order(loop_factory):
         a_fd = signal.set_wakeup_fd(-1)
         signal.set_wakeup_fd(a_fd)
         b.add_signal_handler(signal.SIGUSR2, lambda: None)
+        r, w = os.pipe()  # before A's close, so neither end takes A's number
         a.close()  # A goes first: its socket, and fd number a_fd, are gone
-        r, w = os.pipe()
         try:
-            if w != a_fd:
-                os.dup2(w, a_fd)  # an unrelated file now owns the number
+            os.dup2(w, a_fd)  # an unrelated file now owns the number
             # Non-blocking, as a program's sockets are (set_wakeup_fd refuses blocking fds).
             os.set_blocking(a_fd, False)
             os.set_blocking(r, False)
@@ -499,8 +498,7 @@ def test_two_loops_release_the_wakeup_fd_out_of_order(loop_factory):
                 leaked = b""
         finally:
             signal.set_wakeup_fd(-1)
-            if w != a_fd:
-                os.close(a_fd)
+            os.close(a_fd)
             os.close(r)
             os.close(w)
         assert left != a_fd, "a released loop put back a closed loop's wake-up fd"
@@ -509,3 +507,80 @@ def test_two_loops_release_the_wakeup_fd_out_of_order(loop_factory):
     finally:
         b.close()
         a.close()
+
+
+def test_a_previous_wakeup_fd_closed_meanwhile_is_not_restored(loop_factory):
+    # The program had a wake-up fd (a socket of its own), the loop took over, and the program
+    # closed its socket meanwhile; another file now has that fd number. When the loop lets go
+    # it must not make that number the wake-up fd again: signals would be written into the
+    # unrelated file. (asyncio sets -1 anyway; ferroloop restores the previous fd only while it
+    # still names the file it named when the loop took over.) Deterministic; before the fix
+    # the unrelated pipe received the signal's byte.
+    import socket
+
+    loop = loop_factory()
+    theirs_r, theirs_w = socket.socketpair()
+    theirs_w.setblocking(False)
+    num = theirs_w.fileno()
+    try:
+        signal.set_wakeup_fd(num)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+        r, w = os.pipe()  # before the close, so neither end takes the number
+        theirs_w.close()  # the program's socket is gone; its number is free
+        try:
+            os.dup2(w, num)
+            os.set_blocking(num, False)
+            os.set_blocking(r, False)
+            loop.remove_signal_handler(signal.SIGUSR1)  # the loop lets go
+            left = signal.set_wakeup_fd(-1)
+            signal.set_wakeup_fd(left)
+            prev = signal.signal(signal.SIGUSR2, lambda *_: None)
+            try:
+                os.kill(os.getpid(), signal.SIGUSR2)
+                time.sleep(0.01)
+            finally:
+                signal.signal(signal.SIGUSR2, prev)
+            try:
+                leaked = os.read(r, 16)
+            except BlockingIOError:
+                leaked = b""
+        finally:
+            signal.set_wakeup_fd(-1)
+            os.close(num)
+            os.close(r)
+            os.close(w)
+        assert left == -1, "a closed wake-up fd's number was made the wake-up fd again"
+        assert leaked == b""
+    finally:
+        signal.set_wakeup_fd(-1)
+        theirs_r.close()
+        theirs_w.close()
+        loop.close()
+
+
+def test_the_programs_wakeup_fd_comes_back_after_two_loops_release_out_of_order(loop_factory):
+    # The chain of test_two_loops_release_the_wakeup_fd_out_of_order with a wake-up fd of the
+    # program's own under it: A took over from the program, B from A, A let go first. B must
+    # hand back the program's fd, not A's closed socket (nor nothing). asyncio sets -1 (the
+    # deliberate difference of test_previous_wakeup_fd_is_restored).
+    import socket
+
+    theirs_r, theirs_w = socket.socketpair()
+    theirs_w.setblocking(False)
+    theirs = theirs_w.fileno()
+    a = loop_factory()
+    b = loop_factory()
+    try:
+        signal.set_wakeup_fd(theirs)
+        a.add_signal_handler(signal.SIGUSR1, lambda: None)
+        b.add_signal_handler(signal.SIGUSR2, lambda: None)
+        a.close()
+        b.close()
+        restored = signal.set_wakeup_fd(-1)
+    finally:
+        signal.set_wakeup_fd(-1)
+        b.close()
+        a.close()
+        theirs_r.close()
+        theirs_w.close()
+    assert restored == (theirs if loop_factory.is_ferroloop else -1)

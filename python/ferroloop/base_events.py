@@ -102,6 +102,9 @@ class Loop(
         self._signal_rsock: socket.socket | None = None
         self._signal_wsock: socket.socket | None = None
         self._old_wakeup_fd: int | None = None
+        # (st_dev, st_ino) of that fd when the loop took over: it is given back only if the
+        # number still names that file (unix_events.py).
+        self._old_wakeup_id: tuple[int, int] | None = None
         # fd -> the transport that owns it (filled by the transports of issue #5); a watcher
         # or sock_* call on such an fd raises RuntimeError, as in asyncio.
         self._transports: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
