@@ -584,3 +584,48 @@ def test_the_programs_wakeup_fd_comes_back_after_two_loops_release_out_of_order(
         theirs_r.close()
         theirs_w.close()
     assert restored == (theirs if loop_factory.is_ferroloop else -1)
+
+
+def _anon_inodes(kind: str) -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if kind in os.readlink(f"/proc/self/fd/{fd}"):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def test_close_from_another_thread_with_handlers_still_closes_the_poller(loop_factory):
+    # close() from a thread other than the main one cannot restore signal dispositions
+    # (signal.signal raises ValueError there), and asyncio lets that ValueError out of close().
+    # asyncio has closed its selector by then; ferroloop used to stop at that point and leave
+    # its epoll instance and eventfd open for good (a second close() returns at once). The
+    # ValueError still propagates, as in asyncio. Deterministic.
+    epolls = _anon_inodes("eventpoll")
+    eventfds = _anon_inodes("eventfd")
+    loop = loop_factory()
+    loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+    errors = []
+
+    def closer():
+        try:
+            loop.close()
+        except Exception as exc:  # noqa: BLE001 - checked below
+            errors.append(type(exc))
+
+    t = threading.Thread(target=closer)
+    t.start()
+    t.join(5.0)
+    try:
+        assert errors == [ValueError]
+        assert loop.is_closed()
+        assert _anon_inodes("eventpoll") == epolls, "the closed loop kept its epoll instance"
+        assert _anon_inodes("eventfd") == eventfds, "the closed loop kept its eventfd"
+    finally:
+        # The main thread puts the disposition and the wake-up fd back (both loops forgot the
+        # handler before signal.signal refused).
+        loop.remove_signal_handler(signal.SIGUSR1)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)

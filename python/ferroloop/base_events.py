@@ -240,14 +240,19 @@ class Loop(
         # closed): another thread can then no longer start a watchdog while this one is
         # joined with the GIL released (the native start refuses a closed loop).
         self.set_block_threshold(None)
-        # Signal handlers removed, wake-up fd restored, running children handed to a reaper.
-        self._close_unix()
-        self._executor_shutdown_called = True
-        executor = self._default_executor
-        if executor is not None:
-            self._default_executor = None
-            executor.shutdown(wait=False)
-        self._close_poller()
+        try:
+            # Running children handed to a reaper, signal handlers removed, wake-up fd
+            # restored. Outside the main thread the handlers cannot be removed: the ValueError
+            # propagates, as in asyncio, but the rest of close() still happens (the loop is
+            # already marked closed; a second close() would return at once).
+            self._close_unix()
+        finally:
+            self._executor_shutdown_called = True
+            executor = self._default_executor
+            if executor is not None:
+                self._default_executor = None
+                executor.shutdown(wait=False)
+            self._close_poller()
 
     # Ctrl+C while the loop sleeps, and signal handlers: _watch_signal_wakeups and
     # _unwatch_signal_wakeups (called above) are in unix_events.py.

@@ -353,7 +353,15 @@ class UnixMethods:
     # -- close and fork ------------------------------------------------------------------------
 
     def _close_unix(self) -> None:
-        """Loop.close(): remove the signal handlers, hand running children to a reaper."""
+        """Loop.close(): hand running children to a reaper, remove the signal handlers.
+
+        Outside the main thread removing a handler raises ValueError (as in asyncio): the
+        children are seen to first, and the signal sockets stay open, since the wake-up fd
+        still names one of them (closed, its number could be reused by another file).
+        """
+        for child in list(self._children.values()):
+            child._detach_from_closed_loop()
+        self._children.clear()
         if self._signal_handlers:
             if sys.is_finalizing():
                 warnings.warn(
@@ -368,9 +376,6 @@ class UnixMethods:
                     self.remove_signal_handler(sig)
         self._set_signal_dispatch(False)
         self._release_wakeup_fd()
-        for child in list(self._children.values()):
-            child._detach_from_closed_loop()
-        self._children.clear()
         for sock in (self._signal_rsock, self._signal_wsock):
             if sock is not None:
                 sock.close()
