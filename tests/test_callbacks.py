@@ -649,3 +649,66 @@ def test_cycle_through_a_closed_loops_timer_is_collected(loop):
     loop.close()  # the heap lets go of the timer
     gc.collect()
     assert ref() is None
+
+
+def test_call_soon_threadsafe_racing_close_leaves_nothing_queued(loop_factory):
+    # Another thread's call_soon_threadsafe passes the "closed?" check, then runs Python code
+    # before the handle is queued (here the debug-mode callback check, held until the loop
+    # thread has closed the loop; outside debug mode a garbage collection triggered by the
+    # handle's allocation can do the same). The handle must not land in the closed loop's
+    # queue: close() has already emptied it and will not again, so the callback would never
+    # run, and a handle ferroloop queues is hidden from the cycle collector (design §5.6), so
+    # it would keep the loop (and its descriptors) alive forever. asyncio queues it where the
+    # collector can see it; ferroloop refuses it with "Event loop is closed". Either way the
+    # callback never runs and the loop can be collected. Deterministic: the producer waits
+    # inside the check until close() has returned. Before the fix the loop was never freed.
+    import gc
+    import weakref
+
+    loop = loop_factory()
+    loop.set_debug(True)
+    checking = threading.Event()
+    closed = threading.Event()
+    ran = []
+    outcome = []
+
+    class SlowToCheck:
+        def __call__(self):
+            ran.append(1)
+
+        def __getattr__(self, name):
+            # asyncio.iscoroutinefunction looks up a marker attribute: hold the first look-up
+            # until the loop is closed.
+            if not checking.is_set():
+                checking.set()
+                closed.wait(5.0)
+            raise AttributeError(name)
+
+    holder = [loop]
+
+    def producer():
+        try:
+            holder[0].call_soon_threadsafe(SlowToCheck())
+            outcome.append("queued")
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+
+    t = threading.Thread(target=producer)
+    t.start()
+    try:
+        assert checking.wait(5.0)
+        loop.close()
+    finally:
+        closed.set()
+        t.join(5.0)
+    assert not t.is_alive()
+    del t, producer
+    assert ran == []
+    assert outcome in (["queued"], ["Event loop is closed"]), outcome
+    if loop_factory.is_ferroloop:
+        assert outcome == ["Event loop is closed"]
+    ref = weakref.ref(loop)
+    holder.clear()
+    del loop
+    gc.collect()
+    assert ref() is None, "the closed loop is kept alive by a handle queued after close()"

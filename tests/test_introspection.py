@@ -201,6 +201,54 @@ def test_detector_on_off_and_no_thread_after_close():
     assert dummies <= dummies_before
 
 
+def test_detector_turned_on_from_another_thread_while_close_joins_the_watchdog():
+    # close() stops the watchdog and joins it with the GIL released. Another thread that
+    # turns the detector on during that join must not leave a watchdog running for a closed
+    # loop: it gets asyncio's "Event loop is closed". Deterministic: the watchdog is held in
+    # the block handler (so the join waits) until the other thread has made its call; before
+    # the fix the call started a second watchdog, which outlived close().
+    loop = ferroloop.new_event_loop()
+    in_handler = threading.Event()
+    release = threading.Event()
+    outcome: dict = {}
+
+    def handler(report: BlockedCallback) -> None:
+        if not report.finished:
+            in_handler.set()
+            release.wait(5.0)  # the watchdog stays here, so close()'s join waits too
+
+    def other() -> None:
+        try:
+            # close() has taken the watchdog out of the loop and is joining it.
+            outcome["saw_join"] = wait_until(lambda: not loop._block_detector_running(), 5.0)
+            try:
+                loop.set_block_threshold(0.05)
+                outcome["result"] = "started"
+            except RuntimeError as exc:
+                outcome["result"] = str(exc)
+        finally:
+            release.set()
+
+    try:
+        loop.set_block_threshold(0.05, handler)
+        loop.call_soon(in_handler.wait, 5.0)  # blocks the loop until the first report
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert in_handler.is_set()
+        t = threading.Thread(target=other)
+        t.start()
+        loop.close()
+        t.join(10.0)
+        assert outcome.get("saw_join")
+        assert outcome.get("result") == "Event loop is closed"
+        assert not loop._block_detector_running()
+        assert wait_until(lambda: watchdog_threads() == [])
+    finally:
+        release.set()
+        loop._set_block_detector(None)  # a stray watchdog (the bug) is stopped here
+        loop.close()
+
+
 def test_detector_argument_checks(ferro_loop):
     with pytest.raises(ValueError):
         ferro_loop.set_block_threshold(0)
@@ -264,6 +312,48 @@ def test_detector_is_forgotten_in_a_fork_child(ferro_loop):
     assert result == {"threshold_after_fork": False, "threads": [],
                       "threads_again": ["ferroloop-watch"], "threads_closed": []}
     assert wait_until(lambda: len(watchdog_threads()) == 1)  # the parent's is untouched
+
+
+def test_a_fork_child_does_not_report_the_parents_blocked_callback(ferro_loop):
+    # A callback the parent's watchdog flagged forks (a slow callback that starts a worker
+    # process). The child has no detector (it is forgotten at the fork), so the callback's end
+    # in the child must not produce a second "blocked the event loop" report (a log line and
+    # a handler call in the child, a blocked callback counted in its stats): the parent
+    # reports it once. Deterministic: the callback forks only after the watchdog's first
+    # report. Before the fix the child reported it too.
+    loop = ferro_loop
+    rec = Recorder()
+    loop.set_block_threshold(0.05, rec)
+    r, w = os.pipe()
+    forked = {}
+
+    def blocker():
+        rec.first.wait(5.0)
+        time.sleep(0.05)  # let the watchdog's report return
+        pid = os.fork()
+        forked["pid"] = pid
+
+    loop.call_soon(blocker)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    if forked["pid"] == 0:  # the child, back from its copy of the batch
+        code = 1
+        try:
+            result = {"finished_reports": len(rec.after()),
+                      "blocked": loop.stats().blocked_callbacks}
+            os.write(w, json.dumps(result).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(forked["pid"], 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert json.loads(data) == {"finished_reports": 0, "blocked": 0}
+    # The parent reported it, both while it ran and when it returned.
+    assert len(rec.during()) == 1 and len(rec.after()) == 1
+    assert loop.stats().blocked_callbacks == 1
 
 
 # -- stats ----------------------------------------------------------------------------------

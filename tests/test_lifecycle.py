@@ -547,3 +547,34 @@ def test_shutdown_default_executor_timeout_none_waits(loop, loop_factory):
         return done[:]
 
     assert run(loop, main()) == [1]
+
+
+def test_close_from_another_thread_ends_a_run_once_sleeping_in_poll(ferro_loop):
+    # ferroloop-only: asyncio's close() returns here but leaves the other thread asleep in
+    # epoll_wait on the closed selector for good. `_run_once` (asyncio's private one-iteration
+    # method) does not mark the loop running, so close() from another thread is allowed while
+    # it sleeps; ferroloop's close used to wait for that sleep to end, which with nothing
+    # scheduled was never (engine test: close_ends_a_poll_that_another_thread_sleeps_in).
+    # Before the fix this test hung the process (close() blocked with the GIL held) until the
+    # time limit ended it.
+    loop = ferro_loop
+    outcome = []
+
+    def run_one_iteration():
+        try:
+            loop._run_once()
+            outcome.append("returned")
+        except Exception as exc:  # noqa: BLE001 - reported through the assertion
+            outcome.append(repr(exc))
+
+    t = threading.Thread(target=run_one_iteration, daemon=True)
+    t.start()
+    time.sleep(0.1)  # into the poll (no timers, no fds: it sleeps without a timeout)
+    closer = threading.Thread(target=loop.close, daemon=True)
+    closer.start()
+    closer.join(5.0)
+    assert not closer.is_alive(), "close() hung while another thread slept in the poll"
+    t.join(5.0)
+    assert not t.is_alive()
+    assert outcome == ["returned"]
+    assert loop.is_closed()

@@ -457,3 +457,175 @@ def test_ignored_signal_is_ignored_again_after_removal(loop_factory):
     expected = signal.SIG_IGN if loop_factory.is_ferroloop else signal.SIG_DFL
     assert after_remove == expected
     assert after_close == expected
+
+
+def test_two_loops_release_the_wakeup_fd_out_of_order(loop_factory):
+    # Loop A claims the wake-up fd (a handler), then loop B claims it over A's (a run in the
+    # main thread, a handler) and remembers A's socket as "the one before". If A is closed
+    # first, its socket is closed and its fd number becomes free; B must not put that number
+    # back when it lets go, or signals are written into whatever file reuses it. Here a pipe
+    # is made to reuse the number, and a signal after B's release must not reach it.
+    # Deterministic (no timing involved); it failed before the fix (the pipe got the byte).
+    # asyncio ends with no wake-up fd (its close sets -1); ferroloop ends with the one that
+    # was there before A (none here), also -1.
+    a = loop_factory()
+    b = loop_factory()
+    try:
+        a.add_signal_handler(signal.SIGUSR1, lambda: None)
+        a_fd = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(a_fd)
+        b.add_signal_handler(signal.SIGUSR2, lambda: None)
+        r, w = os.pipe()  # before A's close, so neither end takes A's number
+        a.close()  # A goes first: its socket, and fd number a_fd, are gone
+        try:
+            os.dup2(w, a_fd)  # an unrelated file now owns the number
+            # Non-blocking, as a program's sockets are (set_wakeup_fd refuses blocking fds).
+            os.set_blocking(a_fd, False)
+            os.set_blocking(r, False)
+            b.close()  # B lets go of the wake-up fd
+            left = signal.set_wakeup_fd(-1)
+            signal.set_wakeup_fd(left)
+            # Any signal now goes to the wake-up fd, if one is set.
+            prev = signal.signal(signal.SIGUSR1, lambda *_: None)
+            try:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                time.sleep(0.01)
+            finally:
+                signal.signal(signal.SIGUSR1, prev)
+            try:
+                leaked = os.read(r, 16)
+            except BlockingIOError:
+                leaked = b""
+        finally:
+            signal.set_wakeup_fd(-1)
+            os.close(a_fd)
+            os.close(r)
+            os.close(w)
+        assert left != a_fd, "a released loop put back a closed loop's wake-up fd"
+        assert leaked == b"", "a signal was written into a file that reused the fd number"
+        assert left == -1
+    finally:
+        b.close()
+        a.close()
+
+
+def test_a_previous_wakeup_fd_closed_meanwhile_is_not_restored(loop_factory):
+    # The program had a wake-up fd (a socket of its own), the loop took over, and the program
+    # closed its socket meanwhile; another file now has that fd number. When the loop lets go
+    # it must not make that number the wake-up fd again: signals would be written into the
+    # unrelated file. (asyncio sets -1 anyway; ferroloop restores the previous fd only while it
+    # still names the file it named when the loop took over.) Deterministic; before the fix
+    # the unrelated pipe received the signal's byte.
+    import socket
+
+    loop = loop_factory()
+    theirs_r, theirs_w = socket.socketpair()
+    theirs_w.setblocking(False)
+    num = theirs_w.fileno()
+    try:
+        signal.set_wakeup_fd(num)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+        r, w = os.pipe()  # before the close, so neither end takes the number
+        theirs_w.close()  # the program's socket is gone; its number is free
+        try:
+            os.dup2(w, num)
+            os.set_blocking(num, False)
+            os.set_blocking(r, False)
+            loop.remove_signal_handler(signal.SIGUSR1)  # the loop lets go
+            left = signal.set_wakeup_fd(-1)
+            signal.set_wakeup_fd(left)
+            prev = signal.signal(signal.SIGUSR2, lambda *_: None)
+            try:
+                os.kill(os.getpid(), signal.SIGUSR2)
+                time.sleep(0.01)
+            finally:
+                signal.signal(signal.SIGUSR2, prev)
+            try:
+                leaked = os.read(r, 16)
+            except BlockingIOError:
+                leaked = b""
+        finally:
+            signal.set_wakeup_fd(-1)
+            os.close(num)
+            os.close(r)
+            os.close(w)
+        assert left == -1, "a closed wake-up fd's number was made the wake-up fd again"
+        assert leaked == b""
+    finally:
+        signal.set_wakeup_fd(-1)
+        theirs_r.close()
+        theirs_w.close()
+        loop.close()
+
+
+def test_the_programs_wakeup_fd_comes_back_after_two_loops_release_out_of_order(loop_factory):
+    # The chain of test_two_loops_release_the_wakeup_fd_out_of_order with a wake-up fd of the
+    # program's own under it: A took over from the program, B from A, A let go first. B must
+    # hand back the program's fd, not A's closed socket (nor nothing). asyncio sets -1 (the
+    # deliberate difference of test_previous_wakeup_fd_is_restored).
+    import socket
+
+    theirs_r, theirs_w = socket.socketpair()
+    theirs_w.setblocking(False)
+    theirs = theirs_w.fileno()
+    a = loop_factory()
+    b = loop_factory()
+    try:
+        signal.set_wakeup_fd(theirs)
+        a.add_signal_handler(signal.SIGUSR1, lambda: None)
+        b.add_signal_handler(signal.SIGUSR2, lambda: None)
+        a.close()
+        b.close()
+        restored = signal.set_wakeup_fd(-1)
+    finally:
+        signal.set_wakeup_fd(-1)
+        b.close()
+        a.close()
+        theirs_r.close()
+        theirs_w.close()
+    assert restored == (theirs if loop_factory.is_ferroloop else -1)
+
+
+def _anon_inodes(kind: str) -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if kind in os.readlink(f"/proc/self/fd/{fd}"):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def test_close_from_another_thread_with_handlers_still_closes_the_poller(loop_factory):
+    # close() from a thread other than the main one cannot restore signal dispositions
+    # (signal.signal raises ValueError there), and asyncio lets that ValueError out of close().
+    # asyncio has closed its selector by then; ferroloop used to stop at that point and leave
+    # its epoll instance and eventfd open for good (a second close() returns at once). The
+    # ValueError still propagates, as in asyncio. Deterministic.
+    epolls = _anon_inodes("eventpoll")
+    eventfds = _anon_inodes("eventfd")
+    loop = loop_factory()
+    loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+    errors = []
+
+    def closer():
+        try:
+            loop.close()
+        except Exception as exc:  # noqa: BLE001 - checked below
+            errors.append(type(exc))
+
+    t = threading.Thread(target=closer)
+    t.start()
+    t.join(5.0)
+    try:
+        assert errors == [ValueError]
+        assert loop.is_closed()
+        assert _anon_inodes("eventpoll") == epolls, "the closed loop kept its epoll instance"
+        assert _anon_inodes("eventfd") == eventfds, "the closed loop kept its eventfd"
+    finally:
+        # The main thread puts the disposition and the wake-up fd back (both loops forgot the
+        # handler before signal.signal refused).
+        loop.remove_signal_handler(signal.SIGUSR1)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)

@@ -534,6 +534,58 @@ def test_thread_fallback_without_pidfd(ferro_loop, monkeypatch):
     assert_reaped(pid2)
 
 
+def test_thread_fallback_never_signals_a_pid_its_thread_has_reaped(ferro_loop, monkeypatch):
+    # ferroloop-only (its thread fallback). The helper thread's waitpid reaps the child
+    # without the GIL, then needs the GIL to record it; until then the pid is free for reuse
+    # but the transport does not know. A send_signal in that window must not reach the pid
+    # (another process may own it by then): it goes through Popen.send_signal, whose
+    # waitpid(WNOHANG) finds the child gone, as asyncio's transports do. Deterministic: the
+    # loop thread holds the GIL (a long switch interval, and nothing here releases it) from
+    # the child's death until after send_signal. Before the fix, os.kill(pid, SIGTERM) was
+    # called on the reaped pid.
+    from ferroloop import subprocesses
+
+    monkeypatch.setattr(subprocesses, "USE_PIDFD", False)
+    loop = ferro_loop
+    real_kill = os.kill
+    sent = []
+
+    def recording_kill(pid, sig):
+        if sig != 0:
+            sent.append((pid, sig))
+        return real_kill(pid, sig)
+
+    async def main():
+        transport, _ = await loop.subprocess_exec(
+            asyncio.SubprocessProtocol, "sleep", "10", stdin=None, stdout=None, stderr=None)
+        pid = transport.get_pid()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(100.0)
+        try:
+            real_kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5.0
+            reaped = False
+            while not reaped and time.monotonic() < deadline:
+                try:
+                    real_kill(pid, 0)  # (os.kill keeps the GIL)
+                except ProcessLookupError:
+                    reaped = True  # the helper thread's waitpid has reaped it
+            monkeypatch.setattr(os, "kill", recording_kill)
+            transport.send_signal(signal.SIGTERM)
+            monkeypatch.setattr(os, "kill", real_kill)
+        finally:
+            sys.setswitchinterval(interval)
+        rc = await transport._wait()
+        transport.close()
+        return reaped, pid, rc
+
+    reaped, pid, rc = run(loop, main())
+    assert reaped
+    assert sent == [], "a signal was sent to a pid that had already been reaped"
+    assert rc == -signal.SIGKILL
+    assert_reaped(pid)
+
+
 def test_stream_reader_pauses_the_stdout_pipe(loop):
     # The intent of CPython's test_pause_reading (asyncio issue #22685): a child that writes
     # more than the stream's limit makes the StreamReader pause its pipe transport, and

@@ -102,6 +102,9 @@ class Loop(
         self._signal_rsock: socket.socket | None = None
         self._signal_wsock: socket.socket | None = None
         self._old_wakeup_fd: int | None = None
+        # (st_dev, st_ino) of that fd when the loop took over: it is given back only if the
+        # number still names that file (unix_events.py).
+        self._old_wakeup_id: tuple[int, int] | None = None
         # fd -> the transport that owns it (filled by the transports of issue #5); a watcher
         # or sock_* call on such an fd raises RuntimeError, as in asyncio.
         self._transports: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
@@ -230,18 +233,26 @@ class Loop(
             return
         if self.get_debug():
             logger.debug("Close %r", self)
-        self.set_block_threshold(None)  # stops and joins the watchdog thread
         if self._clock is not None:
             self._clock._loop_closed(self)  # the clock keeps the time it reached
         self._close_native()
-        # Signal handlers removed, wake-up fd restored, running children handed to a reaper.
-        self._close_unix()
-        self._executor_shutdown_called = True
-        executor = self._default_executor
-        if executor is not None:
-            self._default_executor = None
-            executor.shutdown(wait=False)
-        self._close_poller()
+        # Stops and joins the watchdog thread. After _close_native (which marks the loop
+        # closed): another thread can then no longer start a watchdog while this one is
+        # joined with the GIL released (the native start refuses a closed loop).
+        self.set_block_threshold(None)
+        try:
+            # Running children handed to a reaper, signal handlers removed, wake-up fd
+            # restored. Outside the main thread the handlers cannot be removed: the ValueError
+            # propagates, as in asyncio, but the rest of close() still happens (the loop is
+            # already marked closed; a second close() would return at once).
+            self._close_unix()
+        finally:
+            self._executor_shutdown_called = True
+            executor = self._default_executor
+            if executor is not None:
+                self._default_executor = None
+                executor.shutdown(wait=False)
+            self._close_poller()
 
     # Ctrl+C while the loop sleeps, and signal handlers: _watch_signal_wakeups and
     # _unwatch_signal_wakeups (called above) are in unix_events.py.

@@ -260,9 +260,15 @@ class IntrospectionMethods:
             raise ValueError("block threshold must be a positive number of seconds")
         if handler is not None and not callable(handler):
             raise TypeError(f"handler must be callable or None, got {handler!r}")
+        previous = (self._block_handler, self._block_threshold)
         self._block_handler = handler
         self._block_threshold = seconds
-        self._set_block_detector(seconds, weakref.WeakMethod(self._report_blocked))
+        try:
+            # RuntimeError if another thread closed the loop since the check above.
+            self._set_block_detector(seconds, weakref.WeakMethod(self._report_blocked))
+        except BaseException:
+            self._block_handler, self._block_threshold = previous
+            raise
 
     def get_block_threshold(self) -> float | None:
         """The blocking detector's threshold in seconds, or None while it is off."""

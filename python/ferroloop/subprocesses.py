@@ -392,7 +392,11 @@ class SubprocessTransport(transports.SubprocessTransport):
             if self._pidfd is not None:
                 signal.pidfd_send_signal(self._pidfd, sig)
             else:
-                os.kill(self._pid, sig)
+                # The thread fallback: its waitpid reaps the child without the GIL and can
+                # only set _reaped once it has the GIL back, so _reaped may still be False for
+                # a pid that is already free. Popen.send_signal polls first (waitpid WNOHANG:
+                # ECHILD for a reaped child, which it then leaves alone), as asyncio does.
+                self._proc.send_signal(sig)
         except ProcessLookupError:
             pass
 

@@ -77,6 +77,7 @@ class UnixMethods:
     _signal_rsock: socket.socket | None
     _signal_wsock: socket.socket | None
     _old_wakeup_fd: int | None
+    _old_wakeup_id: tuple[int, int] | None
 
     def _init_unix(self) -> None:
         self._signal_handlers: dict[int, asyncio.Handle] = {}
@@ -101,7 +102,11 @@ class UnixMethods:
         ours = self._signal_wsock.fileno()
         old = signal.set_wakeup_fd(ours, warn_on_full_buffer=False)
         if self._old_wakeup_fd is None:
-            self._old_wakeup_fd = -1 if old == ours else old
+            old_id = None if old == ours else _fd_identity(old)
+            # A previous fd that no longer names a file (closed without being unset) is
+            # nothing to give back.
+            self._old_wakeup_fd = old if old_id is not None else -1
+            self._old_wakeup_id = old_id
             self._set_signal_fd(self._signal_rsock.fileno())
 
     def _release_wakeup_fd(self) -> None:
@@ -109,9 +114,16 @@ class UnixMethods:
         old = self._old_wakeup_fd
         if old is None:
             return
+        old_id = self._old_wakeup_id
         self._old_wakeup_fd = None
+        self._old_wakeup_id = None
         self._set_signal_fd(None)
         ours = self._signal_wsock.fileno() if self._signal_wsock is not None else -1
+        if old != -1 and _fd_identity(old) != old_id:
+            # Closed since the loop took over (its owner gave it up), and the number may name
+            # another file by now: making that the wake-up fd would write signal numbers
+            # into it. Nobody is waiting on the old one any more.
+            old = -1
         try:
             current = signal.set_wakeup_fd(old)
         except (ValueError, OSError):
@@ -122,8 +134,17 @@ class UnixMethods:
                 logger.info("set_wakeup_fd(-1) failed: %s", exc)
                 return
         if current != ours:
-            # Someone replaced ours meanwhile: theirs stays.
+            # Someone replaced ours meanwhile: theirs stays. If that someone is another
+            # ferroloop loop, it remembers our socket as the fd to give back when it lets go;
+            # ours is about to be released (and closed with the loop), so it must give back
+            # what we replaced instead, or it would restore a closed fd whose number another
+            # file may own by then, and signals would be written into that file.
             signal.set_wakeup_fd(current)
+            if ours != -1:
+                for other in list(_loops):
+                    if other is not self and getattr(other, "_old_wakeup_fd", None) == ours:
+                        other._old_wakeup_fd = old
+                        other._old_wakeup_id = old_id if old != -1 else None
 
     def _watch_signal_wakeups(self) -> None:
         """run_forever's start: signals wake the loop while it runs in the main thread."""
@@ -332,7 +353,15 @@ class UnixMethods:
     # -- close and fork ------------------------------------------------------------------------
 
     def _close_unix(self) -> None:
-        """Loop.close(): remove the signal handlers, hand running children to a reaper."""
+        """Loop.close(): hand running children to a reaper, remove the signal handlers.
+
+        Outside the main thread removing a handler raises ValueError (as in asyncio): the
+        children are seen to first, and the signal sockets stay open, since the wake-up fd
+        still names one of them (closed, its number could be reused by another file).
+        """
+        for child in list(self._children.values()):
+            child._detach_from_closed_loop()
+        self._children.clear()
         if self._signal_handlers:
             if sys.is_finalizing():
                 warnings.warn(
@@ -347,9 +376,6 @@ class UnixMethods:
                     self.remove_signal_handler(sig)
         self._set_signal_dispatch(False)
         self._release_wakeup_fd()
-        for child in list(self._children.values()):
-            child._detach_from_closed_loop()
-        self._children.clear()
         for sock in (self._signal_rsock, self._signal_wsock):
             if sock is not None:
                 sock.close()
@@ -363,6 +389,7 @@ class UnixMethods:
                 sock.close()  # the child's copies; the parent's stay open
         self._signal_rsock = self._signal_wsock = None
         self._old_wakeup_fd = None
+        self._old_wakeup_id = None
         for child in self._children.values():
             child._forget_after_fork()
         self._children.clear()
@@ -376,6 +403,17 @@ class UnixMethods:
             except (ValueError, OSError):
                 return
             self._set_signal_dispatch(True)
+
+
+def _fd_identity(fd: int) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file ``fd`` names; None for -1 or a closed fd."""
+    if fd < 0:
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _check_binary(bufsize: int, text: Any, encoding: Any, errors: Any) -> None:

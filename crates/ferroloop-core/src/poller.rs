@@ -158,8 +158,24 @@ impl Poller {
 
     /// Closes the epoll instance and the waker's eventfd (`loop.close()`): the descriptors
     /// are free at once; every later call on this poller fails with `EBADF`.
+    ///
+    /// A poll holds the epoll fd's read lock for its whole `epoll_wait`, and closing takes the
+    /// write lock, so a close from another thread while a poll sleeps would wait for that
+    /// sleep to end, forever if it has no timeout. The eventfd is therefore written
+    /// (unconditionally: the sleeper may not have announced its sleep) until the lock is
+    /// free: a poll in progress returns, one about to start finds the eventfd readable and
+    /// returns at once, and one that starts after the close fails with `EBADF`. It is written
+    /// again on each try because a sleeper that drained it may have gone back to sleep
+    /// before the lock was taken (not in ferroloop, whose loop needs the GIL between two
+    /// polls and `close()` holds it, but the engine does not rely on that).
     pub fn close(&self) {
-        self.selector.close();
+        loop {
+            self.waker.interrupt();
+            if self.selector.try_close() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
         self.waker.close();
     }
 
@@ -310,6 +326,49 @@ mod tests {
         }
         producer.join().unwrap();
         assert_eq!(consumed, PUSHES);
+    }
+
+    #[test]
+    fn close_ends_a_poll_that_another_thread_sleeps_in() {
+        // `close()` takes the epoll fd's write lock, and a poll holds its read lock for the
+        // whole `epoll_wait`: a close from another thread while the loop sleeps with no
+        // timeout waited for a wake-up that nothing would send (in ferroloop: `close()` while
+        // another thread is in `loop._run_once()`, which asyncio returns from at once). The
+        // sleeper gets 50 ms to enter `epoll_wait`; had it not, close would win the lock and
+        // the poll fail with EBADF, so the test can only pass spuriously, never fail so.
+        use std::sync::mpsc;
+        use std::sync::Arc;
+        let p = Arc::new(Poller::new().unwrap());
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let sleeper = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let mut ev = Events::with_capacity(8);
+                p.prepare_sleep();
+                entered_tx.send(()).unwrap();
+                p.poll(&mut ev, None).map(|()| ev.woken())
+            })
+        };
+        entered_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let (closed_tx, closed_rx) = mpsc::channel();
+        {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                p.close();
+                closed_tx.send(()).unwrap();
+            });
+        }
+        assert!(
+            closed_rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "close() hung while another thread slept in a poll"
+        );
+        // The sleeper was woken (or, had it been late, refused): either way it returned.
+        let _ = sleeper.join().unwrap();
+        let mut ev = Events::with_capacity(8);
+        let err = p.poll(&mut ev, Some(Duration::ZERO)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        p.waker().wake(); // harmless on a closed poller
     }
 
     #[test]

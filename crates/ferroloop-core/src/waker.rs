@@ -81,6 +81,12 @@ impl Waker {
         self.fd.with_fd(f)
     }
 
+    /// Makes the eventfd readable whether or not the loop sleeps: ends a poll that another
+    /// thread may be sleeping in, before the poller is closed under it (see `Poller::close`).
+    pub(crate) fn interrupt(&self) {
+        self.fd.signal();
+    }
+
     /// Closes the eventfd (the loop is closed: nothing sleeps on it again, so `wake` finds
     /// `sleeping` false and never writes).
     pub(crate) fn close(&self) {

@@ -184,16 +184,45 @@ impl LoopCore {
         }
     }
 
+    /// Queues a handle, unless the loop is closed ("Event loop is closed").
+    ///
+    /// The scheduling methods check `closed` on entry, but they may run Python code before
+    /// the handle is queued (debug mode's checks; a garbage collection set off by an
+    /// allocation), during which another thread can switch in and close the loop. `close()`
+    /// empties the queues once; a handle queued after that would never run and, hidden from
+    /// the cycle collector (§5.6) while it references the loop, would keep the loop alive
+    /// forever. `closed` is set with the GIL held before the queues are emptied, and nothing
+    /// between this check and the push can release the GIL, so no handle gets past it.
     #[inline]
-    fn push_ready(&self, py: Python<'_>, handle: Queued) {
-        self.state.borrow_mut(py).ready.push(handle);
+    fn push_ready(
+        &self,
+        py: Python<'_>,
+        handle: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        self.state
+            .borrow_mut(py)
+            .ready
+            .push(Queued::new(handle, context));
+        Ok(())
     }
 
+    /// Schedules a timer handle, unless the loop is closed (see [`Self::push_ready`]).
     #[inline]
-    fn push_timer(&self, py: Python<'_>, when: f64, handle: Queued) {
+    fn push_timer(
+        &self,
+        py: Python<'_>,
+        when: f64,
+        handle: &Bound<'_, PyAny>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.check_closed()?;
         let mut st = self.state.borrow_mut(py);
         st.counters.timers_scheduled += 1;
-        st.timers.push(when, TimerEntry(handle));
+        st.timers
+            .push(when, TimerEntry(Queued::new(handle, context)));
+        Ok(())
     }
 
     /// The context a new handle runs in, and whether the loop made it (a copy of the current
@@ -242,7 +271,7 @@ impl LoopCore {
         let (ctx, fresh) = Self::context_or_copy(py, context)?;
         let fresh = fresh.then(|| ctx.clone());
         let handle = handles::new_timer_handle(py, when_obj, callback, args, slf.as_any(), ctx)?;
-        this.push_timer(py, when, Queued::new(&handle, fresh.as_ref()));
+        this.push_timer(py, when, &handle, fresh.as_ref())?;
         Ok(handle)
     }
 
@@ -270,7 +299,7 @@ impl LoopCore {
         let (ctx, fresh) = Self::context_or_copy(py, context)?;
         let fresh = fresh.then(|| ctx.clone());
         let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
-        this.push_ready(py, Queued::new(&handle, fresh.as_ref()));
+        this.push_ready(py, &handle, fresh.as_ref())?;
         Ok(handle)
     }
 
@@ -865,6 +894,12 @@ impl LoopCore {
                         "block threshold must be a positive number of seconds",
                     ));
                 }
+                // Checked here, with the GIL held and no Python code until the watchdog is in
+                // its slot: `close()` marks the loop closed *before* it takes the watchdog out
+                // and joins it (with the GIL released), so a watchdog started by another
+                // thread is either in the slot when close() takes it, or refused here. A
+                // check in Python alone left a gap: a start during that join outlived close().
+                self.check_closed()?;
                 let old = {
                     let mut slot = self.detector.borrow_mut(py);
                     match slot.as_ref() {
@@ -982,8 +1017,7 @@ impl LoopCore {
     fn _push_ready(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         Self::expect_handle(py, handle, false)?;
-        slf.get().push_ready(py, Queued::new(handle, None));
-        Ok(())
+        slf.get().push_ready(py, handle, None)
     }
 
     /// Schedule an already-built `asyncio.TimerHandle` and mark it scheduled.
@@ -993,8 +1027,13 @@ impl LoopCore {
         let when = handle
             .getattr(pyo3::intern!(py, "_when"))?
             .extract::<f64>()?;
+        slf.get().check_closed()?;
         handle.setattr(pyo3::intern!(py, "_scheduled"), true)?;
-        slf.get().push_timer(py, when, Queued::new(handle, None));
+        if let Err(e) = slf.get().push_timer(py, when, handle, None) {
+            // Closed by another thread while `_scheduled` was being set.
+            handle.setattr(pyo3::intern!(py, "_scheduled"), false)?;
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -1126,6 +1165,7 @@ impl LoopCore {
         if let Some(d) = self.detector.borrow_mut(py).take() {
             d.forget_after_fork();
         }
+        self.watch.forget_flag_after_fork();
         // Executor jobs of the parent will never report here.
         self.clock_holds.store(0, Relaxed);
         Ok(())

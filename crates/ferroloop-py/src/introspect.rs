@@ -81,10 +81,16 @@ impl Watch {
     }
 
     /// After it: an even number again; whether the watchdog flagged this callback.
+    ///
+    /// `over` is read with `Acquire`: the watchdog stores `over_since` and then `over`
+    /// without the GIL, so only an acquiring read of `over` guarantees that
+    /// [`Self::flagged_outcome`] then sees this callback's `over_since` rather than an older
+    /// one (on x86 both loads are plain moves either way; on weakly ordered CPUs a relaxed
+    /// read could pair the new flag with the previous start time).
     #[inline(always)]
     pub(crate) fn end(&self, s: u64) -> bool {
         self.seq.store(s + 1, Ordering::Release);
-        self.over.load(Ordering::Relaxed) == s
+        self.over.load(Ordering::Acquire) == s
     }
 
     /// For a flagged callback that just ended: seconds since the watchdog first saw it, and
@@ -95,6 +101,13 @@ impl Watch {
             ferroloop_core::monotonic() - since,
             self.reported.load(Ordering::Acquire) == s,
         )
+    }
+
+    /// In a fork child: forget a callback the parent's watchdog flagged. The child has no
+    /// watchdog, and the parent reports that callback itself; without this, the callback's
+    /// end in the child (a fork from inside it returns there) reported it a second time.
+    pub(crate) fn forget_flag_after_fork(&self) {
+        self.over.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn set_thread_ident(&self, ident: u64) {

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock, TryLockError};
 use std::time::Duration;
 
 use rustix::buffer::spare_capacity;
@@ -84,6 +84,17 @@ impl ClosableFd {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         drop(fd);
+    }
+
+    /// `close()` if no call is using the fd right now; whether it is closed afterwards.
+    fn try_close(&self) -> bool {
+        let mut guard = match self.0.try_write() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        drop(guard.take());
+        true
     }
 
     /// After `fork()`: `fresh`'s file under the same number (nothing if already closed).
@@ -223,6 +234,12 @@ impl Selector {
     /// Closes the epoll instance; every later call fails with `EBADF`.
     pub fn close(&self) {
         self.epfd.close();
+    }
+
+    /// Closes the epoll instance if no call (a poll) is using it right now; whether it is
+    /// closed afterwards.
+    pub fn try_close(&self) -> bool {
+        self.epfd.try_close()
     }
 
     pub fn is_closed(&self) -> bool {
