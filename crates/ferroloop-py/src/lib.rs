@@ -18,6 +18,7 @@ mod handles;
 mod introspect;
 mod sock;
 mod transport_common;
+mod tls;
 mod transports;
 mod watchers;
 
@@ -43,6 +44,8 @@ fn _native(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sock::RecvWait>()?;
     m.add_class::<transports::TransportCore>()?;
     m.add_class::<datagram::DatagramCore>()?;
+    m.add_class::<tls::TlsConsts>()?;
+    m.add_class::<tls::TlsFastPath>()?;
     handles::init(py, m)?;
     fastcall::init(py)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
