@@ -46,6 +46,7 @@ fn _native(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<datagram::DatagramCore>()?;
     m.add_class::<tls::TlsConsts>()?;
     m.add_class::<tls::TlsFastPath>()?;
+    tls::init(py)?;
     handles::init(py, m)?;
     fastcall::init(py)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;

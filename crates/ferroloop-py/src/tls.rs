@@ -27,25 +27,14 @@
 //! adds no reference cycle: once `connection_lost` has run, the protocol is freed by
 //! reference counting as asyncio's is.
 
-use std::cell::RefCell;
 use std::os::raw::c_char;
 
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple, PyWeakrefReference};
-
-/// The most plaintext one `SSLObject.read` returns is one record (16 KiB); the scratch
-/// buffer starts at asyncio's `max_size` and grows when a read might not fit.
-const SCRATCH_START: usize = 256 * 1024;
-
-thread_local! {
-    /// Plaintext read by the copying path, before it becomes one `bytes` for
-    /// `data_received`. Per thread: each loop thread has its own, and no Python code runs on
-    /// this thread while it is lent to `_ssl` (the read releases the GIL, but only other
-    /// threads run then, with their own buffers).
-    static PLAINTEXT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
+use pyo3::types::{
+    PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyTuple, PyWeakrefReference,
+};
 
 /// What every fast path shares: asyncio's state enum members, its `SSLAgainErrors`, and the
 /// original Python functions the cold cases go to. Made once by `tls.py`.
@@ -113,6 +102,8 @@ pub(crate) struct TlsFastPath {
     ssl_pending: Py<PyAny>,
     incoming_write: Py<PyAny>,
     outgoing_read: Py<PyAny>,
+    /// The `MemoryBIO.pending` descriptor.
+    bio_pending: Py<PyAny>,
     /// `SSLProtocol.max_size` as the instance saw it when the path was installed.
     max_size: usize,
     k: Py<TlsConsts>,
@@ -144,32 +135,45 @@ impl TlsFastPath {
         self.k.get()
     }
 
-    fn proto<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+    /// The protocol (with its `__dict__`), or `None` once it has been freed.
+    fn proto<'py>(&self, py: Python<'py>) -> Option<Obj<'py>> {
         use pyo3::types::PyWeakrefMethods;
-        self.proto.bind(py).upgrade()
+        Obj::new(self.proto.bind(py).upgrade()?).ok()
     }
 
     fn is_again(&self, py: Python<'_>, err: &PyErr) -> bool {
         err.matches(py, self.k(py).again.bind(py)).unwrap_or(false)
     }
 
-    fn pending(obj: &Bound<'_, PyAny>) -> PyResult<usize> {
-        obj.getattr(pyo3::intern!(obj.py(), "pending"))?.extract()
+    /// `bio.pending` for one of the two `MemoryBIO`s, through the getter itself (the
+    /// descriptor `MemoryBIO.pending`) rather than a `getattr` with its type lookup.
+    fn pending(&self, py: Python<'_>, bio: &Py<PyAny>) -> PyResult<usize> {
+        let descr = self.bio_pending.bind(py);
+        // SAFETY: `descr` is the live `pending` getset descriptor of `MemoryBIO` (checked in
+        // `new`), whose type has a `tp_descr_get`; `bio` is a live `MemoryBIO`. The getter
+        // returns a new reference or NULL with an exception set.
+        unsafe {
+            let get = (*ffi::Py_TYPE(descr.as_ptr()))
+                .tp_descr_get
+                .ok_or_else(|| PyTypeError::new_err("MemoryBIO.pending is not a descriptor"))?;
+            Bound::from_owned_ptr_or_err(py, get(descr.as_ptr(), bio.as_ptr(), std::ptr::null_mut()))?
+                .extract()
+        }
     }
 
     /// Nothing left to read: the incoming BIO and the `SSLObject` are both empty.
     fn drained(&self, py: Python<'_>) -> PyResult<bool> {
-        Ok(Self::pending(self.incoming.bind(py))? == 0
+        Ok(self.pending(py, &self.incoming)? == 0
             && self.ssl_pending.bind(py).call0()?.extract::<usize>()? == 0)
     }
 
     /// `SSLProtocol.buffer_updated`.
     fn buffer_updated_impl(&self, py: Python<'_>, nbytes: &Bound<'_, PyAny>) -> PyResult<()> {
-        let Some(proto) = self.proto(py) else {
+        let Some(p) = self.proto(py) else {
             return Ok(());
         };
         // self._incoming.write(self._ssl_buffer_view[:nbytes])
-        let buffer = proto.getattr(pyo3::intern!(py, "_ssl_buffer"))?;
+        let buffer = p.get(pyo3::intern!(py, "_ssl_buffer"))?;
         let chunk = match (buffer.cast_exact::<PyByteArray>(), small_int(nbytes)) {
             (Ok(ba), Some(n)) if n >= 0 && (n as usize) <= ba.len() => {
                 // SAFETY: the bytearray is alive (`buffer` holds it) and is not resized while
@@ -185,7 +189,7 @@ impl TlsFastPath {
             }
             _ => {
                 // Not a plain bytearray and int: asyncio's expression, literally.
-                let view = proto.getattr(pyo3::intern!(py, "_ssl_buffer_view"))?;
+                let view = p.get(pyo3::intern!(py, "_ssl_buffer_view"))?;
                 let slice = py
                     .get_type::<pyo3::types::PySlice>()
                     .call1((py.None(), nbytes))?;
@@ -194,45 +198,51 @@ impl TlsFastPath {
         };
         self.incoming_write.bind(py).call1((chunk,))?;
         let k = self.k(py);
-        let state = proto.getattr(pyo3::intern!(py, "_state"))?;
+        let state = p.get(pyo3::intern!(py, "_state"))?;
         if state.is(k.do_handshake.bind(py)) {
-            proto.call_method0(pyo3::intern!(py, "_do_handshake"))?;
+            p.o.call_method0(pyo3::intern!(py, "_do_handshake"))?;
         } else if state.is(k.wrapped.bind(py)) {
-            self.do_read_impl(py, &proto)?;
+            // Only C code ran since `_state` was read.
+            self.do_read_wrapped(py, &p)?;
         } else if state.is(k.flushing.bind(py)) {
-            proto.call_method0(pyo3::intern!(py, "_do_flush"))?;
+            p.o.call_method0(pyo3::intern!(py, "_do_flush"))?;
         } else if state.is(k.shutdown.bind(py)) {
-            proto.call_method0(pyo3::intern!(py, "_do_shutdown"))?;
+            p.o.call_method0(pyo3::intern!(py, "_do_shutdown"))?;
         }
         Ok(())
     }
 
     /// `SSLProtocol._do_read`; natively in the `WRAPPED` state, asyncio's otherwise.
-    fn do_read_impl(&self, py: Python<'_>, proto: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn do_read_impl(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
         let k = self.k(py);
-        let state = proto.getattr(pyo3::intern!(py, "_state"))?;
+        let state = p.get(pyo3::intern!(py, "_state"))?;
         if !state.is(k.wrapped.bind(py)) {
-            k.orig_do_read.bind(py).call1((proto,))?;
+            k.orig_do_read.bind(py).call1((&p.o,))?;
             return Ok(());
         }
+        self.do_read_wrapped(py, p)
+    }
+
+    /// `_do_read` once the state is known to be `WRAPPED`.
+    fn do_read_wrapped(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
         let result = (|| -> PyResult<()> {
-            if !truthy(&proto.getattr(pyo3::intern!(py, "_app_reading_paused"))?)? {
-                if truthy(&proto.getattr(pyo3::intern!(py, "_app_protocol_is_buffer"))?)? {
-                    self.read_buffered(py, proto)?;
+            if !truthy(&p.get(pyo3::intern!(py, "_app_reading_paused"))?)? {
+                if truthy(&p.get(pyo3::intern!(py, "_app_protocol_is_buffer"))?)? {
+                    self.read_buffered(py, p)?;
                 } else {
-                    self.read_copied(py, proto)?;
+                    self.read_copied(py, p)?;
                 }
-                if truthy(&proto.getattr(pyo3::intern!(py, "_write_backlog"))?)? {
-                    self.do_write_impl(py, proto)?;
+                if truthy(&p.get(pyo3::intern!(py, "_write_backlog"))?)? {
+                    self.do_write_impl(py, p)?;
                 } else {
-                    self.process_outgoing_impl(py, proto)?;
+                    self.process_outgoing_impl(py, p)?;
                 }
             }
-            self.control_ssl_reading_impl(py, proto)
+            self.control_ssl_reading_impl(py, p)
         })();
         match result {
             Err(err) if is_exception(py, &err) => {
-                proto.call_method1(
+                p.o.call_method1(
                     pyo3::intern!(py, "_fatal_error"),
                     (err.into_value(py), "Fatal error on SSL protocol"),
                 )?;
@@ -243,80 +253,68 @@ impl TlsFastPath {
     }
 
     /// `SSLProtocol._do_read__copied`: everything readable, one `data_received(bytes)`.
-    fn read_copied(&self, py: Python<'_>, proto: &Bound<'_, PyAny>) -> PyResult<()> {
-        let max = self.max_size;
+    fn read_copied(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
+        // The plaintext lands in the protocol's own ciphertext buffer (`_ssl_buffer`, which
+        // the transport filled and `buffer_updated` has already copied into the incoming
+        // BIO, so its contents are dead until the next `get_buffer`), then becomes one
+        // `bytes`. No Python code runs between the reads and the copy.
+        let scratch = match p.get(pyo3::intern!(py, "_ssl_buffer"))?.cast_into_exact::<PyByteArray>() {
+            Ok(ba) if ba.len() > 0 => ba,
+            _ => PyByteArray::new(py, &vec![0u8; self.max_size.max(1)]),
+        };
         let ssl_read = self.ssl_read.bind(py);
         let mut eof = false;
-        let (read_result, data) = PLAINTEXT.with(|cell| {
-            let mut guard = cell.try_borrow_mut();
-            let mut local = Vec::new();
-            let buf: &mut Vec<u8> = match guard {
-                Ok(ref mut g) => g,
-                Err(_) => &mut local,
-            };
-            let mut total = 0usize;
-            let result = (|| -> PyResult<()> {
-                loop {
-                    if buf.len() < total + max {
-                        buf.resize((total + max).max(SCRATCH_START), 0);
-                    }
-                    // SAFETY: `buf` has at least `total + max` initialised bytes and is
-                    // neither resized nor dropped while the view exists; the view goes only
-                    // to `_ssl`'s read, which writes at most `max` bytes into it and keeps no
-                    // reference; it is dropped before the next resize.
-                    let view = unsafe {
-                        Bound::from_owned_ptr_or_err(
-                            py,
-                            ffi::PyMemoryView_FromMemory(
-                                buf.as_mut_ptr().add(total) as *mut c_char,
-                                max as isize,
-                                ffi::PyBUF_WRITE,
-                            ),
-                        )?
-                    };
-                    let n: usize = ssl_read.call1((max, &view))?.extract()?;
-                    drop(view);
-                    if n == 0 {
-                        eof = true;
-                        return Ok(());
-                    }
-                    total += n;
-                    if self.drained(py)? {
-                        return Ok(());
-                    }
+        let mut earlier: Vec<u8> = Vec::new();
+        let mut last = 0usize;
+        let result = (|| -> PyResult<()> {
+            loop {
+                // `_ssl` reads at most the buffer's length into its start.
+                let n: usize = ssl_read.call1((self.max_size, &scratch))?.extract()?;
+                if n == 0 {
+                    eof = true;
+                    return Ok(());
                 }
-            })();
-            let data = if total > 0 {
-                Some(PyBytes::new(py, &buf[..total]))
-            } else {
-                None
-            };
-            (result, data)
-        });
-        if let Err(err) = read_result {
+                if self.drained(py)? {
+                    last = n;
+                    return Ok(());
+                }
+                // More to read: keep this chunk before the next read overwrites it.
+                // SAFETY: no Python code runs while the slice is borrowed; `n` is at most
+                // the bytearray's length.
+                earlier.extend_from_slice(unsafe { &scratch.as_bytes()[..n] });
+            }
+        })();
+        let data = if earlier.is_empty() {
+            // SAFETY: as above; `last` is at most the bytearray's length.
+            (last > 0).then(|| PyBytes::new(py, unsafe { &scratch.as_bytes()[..last] }))
+        } else {
+            // SAFETY: as above.
+            earlier.extend_from_slice(unsafe { &scratch.as_bytes()[..last] });
+            Some(PyBytes::new(py, &earlier))
+        };
+        if let Err(err) = result {
             if !self.is_again(py, &err) {
                 return Err(err);
             }
         }
         if let Some(data) = data {
-            proto
-                .getattr(pyo3::intern!(py, "_app_protocol"))?
+            p.get(pyo3::intern!(py, "_app_protocol"))?
                 .call_method1(pyo3::intern!(py, "data_received"), (data,))?;
         }
         if eof {
-            self.close_notify(py, proto)?;
+            self.close_notify(py, p)?;
         }
         Ok(())
     }
 
     /// `SSLProtocol._do_read__buffered`: read into the application's buffer.
-    fn read_buffered(&self, py: Python<'_>, proto: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn read_buffered(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
         let ssl_read = self.ssl_read.bind(py);
         let mut offset = 0usize;
         let mut count = 1usize;
-        let size = Self::pending(self.incoming.bind(py))?;
-        let buf = proto
-            .getattr(pyo3::intern!(py, "_app_protocol_get_buffer"))?
+        let size = self.pending(py, &self.incoming)?;
+        let buf = p
+                .get(pyo3::intern!(py, "_app_protocol_get_buffer"))?
             .call1((size,))?;
         let wants = buf.len()?;
         let result = (|| -> PyResult<()> {
@@ -337,9 +335,9 @@ impl TlsFastPath {
                     }
                 }
                 // The buffer is full: read the rest in a later callback.
-                let do_read = proto.getattr(pyo3::intern!(py, "_do_read"))?;
-                proto
-                    .getattr(pyo3::intern!(py, "_loop"))?
+                let do_read = p.get(pyo3::intern!(py, "_do_read"))?;
+                p
+                .get(pyo3::intern!(py, "_loop"))?
                     .call_method1(pyo3::intern!(py, "call_soon"), (do_read,))?;
             }
             Ok(())
@@ -350,26 +348,26 @@ impl TlsFastPath {
             }
         }
         if offset > 0 {
-            proto
-                .getattr(pyo3::intern!(py, "_app_protocol_buffer_updated"))?
+            p
+                .get(pyo3::intern!(py, "_app_protocol_buffer_updated"))?
                 .call1((offset,))?;
         }
         if count == 0 {
-            self.close_notify(py, proto)?;
+            self.close_notify(py, p)?;
         }
         Ok(())
     }
 
     /// The peer's `close_notify`: `eof_received` for the application, then shutdown.
-    fn close_notify(&self, py: Python<'_>, proto: &Bound<'_, PyAny>) -> PyResult<()> {
-        proto.call_method0(pyo3::intern!(py, "_call_eof_received"))?;
-        proto.call_method0(pyo3::intern!(py, "_start_shutdown"))?;
+    fn close_notify(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
+        p.o.call_method0(pyo3::intern!(py, "_call_eof_received"))?;
+        p.o.call_method0(pyo3::intern!(py, "_start_shutdown"))?;
         Ok(())
     }
 
     /// `SSLProtocol._do_write`: encrypt the backlog, then `_process_outgoing`.
-    fn do_write_impl(&self, py: Python<'_>, proto: &Bound<'_, PyAny>) -> PyResult<()> {
-        let backlog = proto.getattr(pyo3::intern!(py, "_write_backlog"))?;
+    fn do_write_impl(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
+        let backlog = p.get(pyo3::intern!(py, "_write_backlog"))?;
         let ssl_write = self.ssl_write.bind(py);
         let result = (|| -> PyResult<()> {
             while truthy(&backlog)? {
@@ -379,10 +377,10 @@ impl TlsFastPath {
                 if count < data_len {
                     let rest = data.get_item(pyo3::types::PySlice::new(py, count as isize, isize::MAX, 1))?;
                     backlog.set_item(0, rest)?;
-                    self.add_buffer_size(py, proto, -(count as i64))?;
+                    self.add_buffer_size(py, p, -(count as i64))?;
                 } else {
                     backlog.call_method0(pyo3::intern!(py, "popleft"))?;
-                    self.add_buffer_size(py, proto, -(data_len as i64))?;
+                    self.add_buffer_size(py, p, -(data_len as i64))?;
                 }
             }
             Ok(())
@@ -392,73 +390,96 @@ impl TlsFastPath {
                 return Err(err);
             }
         }
-        self.process_outgoing_impl(py, proto)
+        self.process_outgoing_impl(py, p)
     }
 
     /// `self._write_buffer_size += delta`, with Python's arithmetic.
-    fn add_buffer_size(&self, py: Python<'_>, proto: &Bound<'_, PyAny>, delta: i64) -> PyResult<()> {
+    fn add_buffer_size(&self, py: Python<'_>, p: &Obj<'_>, delta: i64) -> PyResult<()> {
         let name = pyo3::intern!(py, "_write_buffer_size");
-        let size = proto.getattr(name)?;
+        let size = p.get(name)?;
         let new = match small_int(&size) {
             Some(n) => (n + delta).into_pyobject(py)?.into_any(),
             None => size.add(delta)?,
         };
-        proto.setattr(name, new)
+        p.set(name, new)
     }
 
     /// `SSLProtocol._process_outgoing`: the encrypted bytes to the socket transport.
-    fn process_outgoing_impl(&self, py: Python<'_>, proto: &Bound<'_, PyAny>) -> PyResult<()> {
-        if !truthy(&proto.getattr(pyo3::intern!(py, "_ssl_writing_paused"))?)? {
+    fn process_outgoing_impl(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
+        let mut known = None;
+        if !truthy(&p.get(pyo3::intern!(py, "_ssl_writing_paused"))?)? {
             // asyncio reads the BIO even when it is empty and skips an empty result.
-            if Self::pending(self.outgoing.bind(py))? > 0 {
+            let pending = self.pending(py, &self.outgoing)?;
+            if pending > 0 {
                 let data = self.outgoing_read.bind(py).call0()?;
-                proto
-                    .getattr(pyo3::intern!(py, "_transport"))?
+                p.get(pyo3::intern!(py, "_transport"))?
                     .call_method1(pyo3::intern!(py, "write"), (data,))?;
+            } else {
+                // No Python code ran since it was read.
+                known = Some(pending);
             }
         }
-        self.control_app_writing_impl(py, proto)
+        self.control_app_writing_with(py, p, known)
     }
 
     /// `SSLProtocol._control_app_writing`: asyncio's own whenever a mark is crossed.
-    fn control_app_writing_impl(&self, py: Python<'_>, proto: &Bound<'_, PyAny>) -> PyResult<()> {
-        let buffered = proto.getattr(pyo3::intern!(py, "_write_buffer_size"))?;
-        let high = proto.getattr(pyo3::intern!(py, "_outgoing_high_water"))?;
-        let low = proto.getattr(pyo3::intern!(py, "_outgoing_low_water"))?;
-        if let (Some(buffered), Some(high), Some(low)) =
-            (small_int(&buffered), small_int(&high), small_int(&low))
-        {
-            let size = Self::pending(self.outgoing.bind(py))? as i64 + buffered;
-            let paused = truthy(&proto.getattr(pyo3::intern!(py, "_app_writing_paused"))?)?;
-            if !((size >= high && !paused) || (size <= low && paused)) {
+    /// `outgoing_pending`: the outgoing BIO's size, when the caller has just read it.
+    fn control_app_writing_with(
+        &self,
+        py: Python<'_>,
+        p: &Obj<'_>,
+        outgoing_pending: Option<usize>,
+    ) -> PyResult<()> {
+        // Only the mark that can be crossed is read: high while not paused, low while paused.
+        let paused = truthy(&p.get(pyo3::intern!(py, "_app_writing_paused"))?)?;
+        let buffered = p.get(pyo3::intern!(py, "_write_buffer_size"))?;
+        let mark = if paused {
+            p.get(pyo3::intern!(py, "_outgoing_low_water"))?
+        } else {
+            p.get(pyo3::intern!(py, "_outgoing_high_water"))?
+        };
+        if let (Some(buffered), Some(mark)) = (small_int(&buffered), small_int(&mark)) {
+            let pending = match outgoing_pending {
+                Some(n) => n,
+                None => self.pending(py, &self.outgoing)?,
+            };
+            let size = pending as i64 + buffered;
+            if !((size >= mark && !paused) || (size <= mark && paused)) {
                 return Ok(());
             }
         }
-        self.k(py).orig_control_app_writing.bind(py).call1((proto,))?;
+        self.k(py).orig_control_app_writing.bind(py).call1((&p.o,))?;
         Ok(())
     }
 
+    fn control_app_writing_impl(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
+        self.control_app_writing_with(py, p, None)
+    }
+
     /// `SSLProtocol._control_ssl_reading`: asyncio's own whenever a mark is crossed.
-    fn control_ssl_reading_impl(&self, py: Python<'_>, proto: &Bound<'_, PyAny>) -> PyResult<()> {
-        let high = proto.getattr(pyo3::intern!(py, "_incoming_high_water"))?;
-        let low = proto.getattr(pyo3::intern!(py, "_incoming_low_water"))?;
-        if let (Some(high), Some(low)) = (small_int(&high), small_int(&low)) {
-            let size = Self::pending(self.incoming.bind(py))? as i64;
-            let paused = truthy(&proto.getattr(pyo3::intern!(py, "_ssl_reading_paused"))?)?;
-            if !((size >= high && !paused) || (size <= low && paused)) {
+    fn control_ssl_reading_impl(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
+        let paused = truthy(&p.get(pyo3::intern!(py, "_ssl_reading_paused"))?)?;
+        let mark = if paused {
+            p.get(pyo3::intern!(py, "_incoming_low_water"))?
+        } else {
+            p.get(pyo3::intern!(py, "_incoming_high_water"))?
+        };
+        if let Some(mark) = small_int(&mark) {
+            let size = self.pending(py, &self.incoming)? as i64;
+            if !((size >= mark && !paused) || (size <= mark && paused)) {
                 return Ok(());
             }
         }
-        self.k(py).orig_control_ssl_reading.bind(py).call1((proto,))?;
+        self.k(py).orig_control_ssl_reading.bind(py).call1((&p.o,))?;
         Ok(())
     }
 
     /// `SSLProtocol._write_appdata((data,))` for one bytes-like `data` in the `WRAPPED`
     /// state with an empty backlog: encrypt it at once.
-    fn write_one(&self, py: Python<'_>, proto: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn write_one(&self, py: Python<'_>, p: &Obj<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let data_len = data.len()?;
         let result = (|| -> PyResult<()> {
-            let backlog = proto.getattr(pyo3::intern!(py, "_write_backlog"))?;
+            let backlog = || p.get(pyo3::intern!(py, "_write_backlog"));
             // asyncio appends to the backlog, then `_do_write` encrypts and removes it; only
             // what is left over is put in the backlog here, with the same size accounting.
             match self.ssl_write.bind(py).call1((data,)) {
@@ -466,23 +487,23 @@ impl TlsFastPath {
                     let count: usize = count.extract()?;
                     if count < data_len {
                         let rest = data.get_item(pyo3::types::PySlice::new(py, count as isize, isize::MAX, 1))?;
-                        backlog.call_method1(pyo3::intern!(py, "append"), (rest,))?;
-                        self.add_buffer_size(py, proto, (data_len - count) as i64)?;
+                        backlog()?.call_method1(pyo3::intern!(py, "append"), (rest,))?;
+                        self.add_buffer_size(py, p, (data_len - count) as i64)?;
                     }
                 }
                 Err(err) => {
-                    backlog.call_method1(pyo3::intern!(py, "append"), (data,))?;
-                    self.add_buffer_size(py, proto, data_len as i64)?;
+                    backlog()?.call_method1(pyo3::intern!(py, "append"), (data,))?;
+                    self.add_buffer_size(py, p, data_len as i64)?;
                     if !self.is_again(py, &err) {
                         return Err(err);
                     }
                 }
             }
-            self.process_outgoing_impl(py, proto)
+            self.process_outgoing_impl(py, p)
         })();
         match result {
             Err(err) if is_exception(py, &err) => {
-                proto.call_method1(
+                p.o.call_method1(
                     pyo3::intern!(py, "_fatal_error"),
                     (err.into_value(py), "Fatal error on SSL protocol"),
                 )?;
@@ -492,13 +513,64 @@ impl TlsFastPath {
         }
     }
 
+    /// `SSLProtocol.get_buffer(n)`.
+    fn get_buffer_impl<'py>(&self, py: Python<'py>, n: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let Some(p) = self.proto(py) else {
+            return Err(pyo3::exceptions::PyReferenceError::new_err("SSLProtocol is gone"));
+        };
+        if let Some(want) = small_int(n) {
+            let want = if want <= 0 || want as usize > self.max_size {
+                self.max_size
+            } else {
+                want as usize
+            };
+            let buffer = p.get(pyo3::intern!(py, "_ssl_buffer"))?;
+            if buffer.len()? >= want {
+                return p.get(pyo3::intern!(py, "_ssl_buffer_view"));
+            }
+        }
+        self.k(py).orig_get_buffer.bind(py).call1((&p.o, n))
+    }
+
+    /// `_SSLProtocolTransport.write(data)`, bound on the application transport.
+    fn app_write_impl(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        use pyo3::types::PyWeakrefMethods;
+        let Some(app) = self.app.bind(py).upgrade() else {
+            return Ok(());
+        };
+        if !is_bytes_like(data) {
+            return Err(PyTypeError::new_err(format!(
+                "data: expecting a bytes-like instance, got {}",
+                data.get_type().name()?
+            )));
+        }
+        if !truthy(data)? {
+            return Ok(());
+        }
+        let ssl_protocol = app.getattr(pyo3::intern!(py, "_ssl_protocol"))?;
+        if let Some(p) = self.proto(py) {
+            if ssl_protocol.is(&p.o) && self.can_write_one(py, &p)? {
+                return self.write_one(py, &p, data);
+            }
+        }
+        if ssl_protocol.is_none() {
+            // asyncio's `self._ssl_protocol._write_appdata(...)` on None.
+            self.k(py).orig_app_write.bind(py).call1((app, data))?;
+            return Ok(());
+        }
+        ssl_protocol.call_method1(
+            pyo3::intern!(py, "_write_appdata"),
+            (PyTuple::new(py, [data])?,),
+        )?;
+        Ok(())
+    }
     /// Whether `write_one` may stand in for asyncio's `_write_appdata` now.
-    fn can_write_one(&self, py: Python<'_>, proto: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let state = proto.getattr(pyo3::intern!(py, "_state"))?;
+    fn can_write_one(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<bool> {
+        let state = p.get(pyo3::intern!(py, "_state"))?;
         if !state.is(self.k(py).wrapped.bind(py)) {
             return Ok(false);
         }
-        Ok(!truthy(&proto.getattr(pyo3::intern!(py, "_write_backlog"))?)?)
+        Ok(!truthy(&p.get(pyo3::intern!(py, "_write_backlog"))?)?)
     }
 }
 
@@ -521,6 +593,15 @@ impl TlsFastPath {
             ssl_write: ssl.getattr("write")?.unbind(),
             ssl_pending: ssl.getattr("pending")?.unbind(),
             incoming_write: incoming.getattr("write")?.unbind(),
+            bio_pending: {
+                let d = incoming.get_type().getattr("pending")?;
+                if !outgoing.get_type().is(incoming.get_type())
+                    || d.get_type().name()?.to_str()? != "getset_descriptor"
+                {
+                    return Err(PyTypeError::new_err("unexpected MemoryBIO.pending"));
+                }
+                d.unbind()
+            },
             outgoing_read: outgoing.getattr("read")?.unbind(),
             incoming: incoming.unbind(),
             outgoing: outgoing.unbind(),
@@ -529,34 +610,10 @@ impl TlsFastPath {
         })
     }
 
-    /// `SSLProtocol.get_buffer(n)`.
-    fn get_buffer<'py>(&self, py: Python<'py>, n: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let Some(proto) = self.proto(py) else {
-            return Err(pyo3::exceptions::PyReferenceError::new_err("SSLProtocol is gone"));
-        };
-        if let Some(want) = small_int(n) {
-            let want = if want <= 0 || want as usize > self.max_size {
-                self.max_size
-            } else {
-                want as usize
-            };
-            let buffer = proto.getattr(pyo3::intern!(py, "_ssl_buffer"))?;
-            if buffer.len()? >= want {
-                return proto.getattr(pyo3::intern!(py, "_ssl_buffer_view"));
-            }
-        }
-        self.k(py).orig_get_buffer.bind(py).call1((proto, n))
-    }
-
-    /// `SSLProtocol.buffer_updated(nbytes)`.
-    fn buffer_updated(&self, py: Python<'_>, nbytes: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.buffer_updated_impl(py, nbytes)
-    }
-
     /// `SSLProtocol._do_read()`.
     fn _do_read(&self, py: Python<'_>) -> PyResult<()> {
         match self.proto(py) {
-            Some(proto) => self.do_read_impl(py, &proto),
+            Some(p) => self.do_read_impl(py, &p),
             None => Ok(()),
         }
     }
@@ -564,7 +621,7 @@ impl TlsFastPath {
     /// `SSLProtocol._do_write()`.
     fn _do_write(&self, py: Python<'_>) -> PyResult<()> {
         match self.proto(py) {
-            Some(proto) => self.do_write_impl(py, &proto),
+            Some(p) => self.do_write_impl(py, &p),
             None => Ok(()),
         }
     }
@@ -572,7 +629,7 @@ impl TlsFastPath {
     /// `SSLProtocol._process_outgoing()`.
     fn _process_outgoing(&self, py: Python<'_>) -> PyResult<()> {
         match self.proto(py) {
-            Some(proto) => self.process_outgoing_impl(py, &proto),
+            Some(p) => self.process_outgoing_impl(py, &p),
             None => Ok(()),
         }
     }
@@ -580,7 +637,7 @@ impl TlsFastPath {
     /// `SSLProtocol._control_app_writing()`.
     fn _control_app_writing(&self, py: Python<'_>) -> PyResult<()> {
         match self.proto(py) {
-            Some(proto) => self.control_app_writing_impl(py, &proto),
+            Some(p) => self.control_app_writing_impl(py, &p),
             None => Ok(()),
         }
     }
@@ -588,62 +645,61 @@ impl TlsFastPath {
     /// `SSLProtocol._control_ssl_reading()`.
     fn _control_ssl_reading(&self, py: Python<'_>) -> PyResult<()> {
         match self.proto(py) {
-            Some(proto) => self.control_ssl_reading_impl(py, &proto),
+            Some(p) => self.control_ssl_reading_impl(py, &p),
             None => Ok(()),
         }
     }
 
     /// `SSLProtocol._write_appdata(list_of_data)`: one item natively, else asyncio's.
     fn _write_appdata(&self, py: Python<'_>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let Some(proto) = self.proto(py) else {
+        let Some(p) = self.proto(py) else {
             return Ok(());
         };
         if let Ok(t) = list_of_data.cast_exact::<PyTuple>() {
             if t.len() == 1 {
                 let data = t.get_item(0)?;
-                if is_bytes_like(&data) && self.can_write_one(py, &proto)? {
-                    return self.write_one(py, &proto, &data);
+                if is_bytes_like(&data) && self.can_write_one(py, &p)? {
+                    return self.write_one(py, &p, &data);
                 }
             }
         }
         self.k(py)
             .orig_write_appdata
             .bind(py)
-            .call1((proto, list_of_data))?;
+            .call1((&p.o, list_of_data))?;
         Ok(())
     }
 
-    /// `_SSLProtocolTransport.write(data)`, bound on the application transport.
-    fn app_write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        use pyo3::types::PyWeakrefMethods;
-        let Some(app) = self.app.bind(py).upgrade() else {
-            return Ok(());
+}
+
+/// An instance and its `__dict__`: the attributes asyncio's `SSLProtocol` keeps are plain
+/// instance attributes (no class defines a descriptor under their names), so they are read
+/// from the dict, which is what `getattr` finds there, without `getattr`'s type lookups; a
+/// name not in the dict (a class attribute) takes `getattr`.
+pub(crate) struct Obj<'py> {
+    o: Bound<'py, PyAny>,
+    d: Bound<'py, PyDict>,
+}
+
+impl<'py> Obj<'py> {
+    fn new(o: Bound<'py, PyAny>) -> PyResult<Self> {
+        // SAFETY: `o` is a live object; PyObject_GenericGetDict returns a new reference to its
+        // `__dict__` (creating it if needed) or NULL with an exception set (no dict).
+        let d = unsafe {
+            Bound::from_owned_ptr_or_err(o.py(), ffi::PyObject_GenericGetDict(o.as_ptr(), std::ptr::null_mut()))?
         };
-        if !is_bytes_like(data) {
-            return Err(PyTypeError::new_err(format!(
-                "data: expecting a bytes-like instance, got {}",
-                data.get_type().name()?
-            )));
+        Ok(Self { o, d: d.cast_into::<PyDict>()? })
+    }
+
+    fn get(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+        match self.d.get_item(name)? {
+            Some(v) => Ok(v),
+            None => self.o.getattr(name),
         }
-        if !truthy(data)? {
-            return Ok(());
-        }
-        let ssl_protocol = app.getattr(pyo3::intern!(py, "_ssl_protocol"))?;
-        if let Some(proto) = self.proto(py) {
-            if ssl_protocol.is(&proto) && self.can_write_one(py, &proto)? {
-                return self.write_one(py, &proto, data);
-            }
-        }
-        if ssl_protocol.is_none() {
-            // asyncio's `self._ssl_protocol._write_appdata(...)` on None.
-            self.k(py).orig_app_write.bind(py).call1((app, data))?;
-            return Ok(());
-        }
-        ssl_protocol.call_method1(
-            pyo3::intern!(py, "_write_appdata"),
-            (PyTuple::new(py, [data])?,),
-        )?;
-        Ok(())
+    }
+
+    fn set(&self, name: &Bound<'py, PyString>, v: Bound<'py, PyAny>) -> PyResult<()> {
+        self.d.set_item(name, v)
     }
 }
 
@@ -652,4 +708,69 @@ fn is_bytes_like(data: &Bound<'_, PyAny>) -> bool {
     data.is_instance_of::<PyBytes>()
         || data.is_instance_of::<PyByteArray>()
         || data.is_instance_of::<PyMemoryView>()
+}
+
+/// The three methods called once or more per record, as plain C methods (`METH_O`) rather
+/// than PyO3's: PyO3's general trampoline and argument parsing cost about a thousand
+/// instructions per call, a few per cent of a 1 KiB echo.
+type MethO = unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject;
+
+fn with_fast_path(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+    f: impl FnOnce(Python<'_>, &TlsFastPath, &Bound<'_, PyAny>) -> PyResult<*mut ffi::PyObject>,
+) -> *mut ffi::PyObject {
+    crate::cmethods::guard(|py| {
+        // SAFETY: CPython passes a live receiver (checked against the class by the method
+        // descriptor) and a live argument, both borrowed for the call.
+        let (slf, arg) = unsafe {
+            (
+                Bound::from_borrowed_ptr(py, slf),
+                Bound::from_borrowed_ptr(py, arg),
+            )
+        };
+        let this = slf.cast::<TlsFastPath>()?;
+        f(py, this.get(), &arg)
+    })
+}
+
+/// Returns `None` as a new reference.
+fn none(py: Python<'_>) -> *mut ffi::PyObject {
+    py.None().into_ptr()
+}
+
+unsafe extern "C" fn get_buffer_c(slf: *mut ffi::PyObject, arg: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    with_fast_path(slf, arg, |py, this, n| Ok(this.get_buffer_impl(py, n)?.into_ptr()))
+}
+
+unsafe extern "C" fn buffer_updated_c(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    with_fast_path(slf, arg, |py, this, n| {
+        this.buffer_updated_impl(py, n)?;
+        Ok(none(py))
+    })
+}
+
+unsafe extern "C" fn app_write_c(slf: *mut ffi::PyObject, arg: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    with_fast_path(slf, arg, |py, this, data| {
+        this.app_write_impl(py, data)?;
+        Ok(none(py))
+    })
+}
+
+/// Installs `get_buffer`, `buffer_updated` and `app_write` on `TlsFastPath`.
+pub(crate) fn init(py: Python<'_>) -> PyResult<()> {
+    let cls = py.get_type::<TlsFastPath>();
+    let methods: [(&'static std::ffi::CStr, MethO, &'static std::ffi::CStr); 3] = [
+        (c"get_buffer", get_buffer_c, c"SSLProtocol.get_buffer(n)"),
+        (c"buffer_updated", buffer_updated_c, c"SSLProtocol.buffer_updated(nbytes)"),
+        (c"app_write", app_write_c, c"_SSLProtocolTransport.write(data)"),
+    ];
+    for (name, f, doc) in methods {
+        let meth = ffi::PyMethodDefPointer { PyCFunction: f };
+        crate::cmethods::install(py, &cls, name, meth, ffi::METH_O, doc)?;
+    }
+    Ok(())
 }
