@@ -34,7 +34,7 @@ from asyncio import sslproto
 from typing import Any
 
 from . import _native
-from .transports import make_socket_transport
+from .transports import SocketTransport, make_socket_transport
 
 try:
     import ssl
@@ -94,7 +94,7 @@ def _check() -> tuple[bool, str]:
             sslproto.SSLProtocol._do_read, sslproto.SSLProtocol._write_appdata,
             sslproto.SSLProtocol._control_app_writing,
             sslproto.SSLProtocol._control_ssl_reading, sslproto.SSLProtocol.get_buffer,
-            sslproto._SSLProtocolTransport.write,
+            sslproto._SSLProtocolTransport.write, SocketTransport,
         )
     except Exception as exc:  # noqa: BLE001 - any surprise means: do not use it
         return False, f"asyncio.sslproto is not as expected: {exc!r}"

@@ -32,6 +32,7 @@ use std::os::raw::c_char;
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use crate::transports::TransportCore;
 use pyo3::types::{
     PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyTuple, PyWeakrefReference,
 };
@@ -54,6 +55,9 @@ pub(crate) struct TlsConsts {
     orig_control_ssl_reading: Py<PyAny>,
     orig_get_buffer: Py<PyAny>,
     orig_app_write: Py<PyAny>,
+    /// `ferroloop.transports.SocketTransport`: an instance of exactly this class has its
+    /// core's `write` as its `write`, which is then called without a Python call.
+    socket_transport: Py<PyAny>,
 }
 
 #[pymethods]
@@ -72,6 +76,7 @@ impl TlsConsts {
         orig_control_ssl_reading: Py<PyAny>,
         orig_get_buffer: Py<PyAny>,
         orig_app_write: Py<PyAny>,
+        socket_transport: Py<PyAny>,
     ) -> Self {
         Self {
             do_handshake,
@@ -85,6 +90,7 @@ impl TlsConsts {
             orig_control_ssl_reading,
             orig_get_buffer,
             orig_app_write,
+            socket_transport,
         }
     }
 }
@@ -104,8 +110,10 @@ pub(crate) struct TlsFastPath {
     outgoing_read: Py<PyAny>,
     /// The `MemoryBIO.pending` descriptor.
     bio_pending: Py<PyAny>,
-    /// `SSLProtocol.max_size` as the instance saw it when the path was installed.
+    /// `SSLProtocol.max_size` as the instance saw it when the path was installed, and as an
+    /// `int` object (not one of CPython's cached small ints, so made once here).
     max_size: usize,
+    max_size_obj: Py<PyAny>,
     k: Py<TlsConsts>,
 }
 
@@ -269,7 +277,7 @@ impl TlsFastPath {
         let result = (|| -> PyResult<()> {
             loop {
                 // `_ssl` reads at most the buffer's length into its start.
-                let n: usize = ssl_read.call1((self.max_size, &scratch))?.extract()?;
+                let n: usize = ssl_read.call1((self.max_size_obj.bind(py), &scratch))?.extract()?;
                 if n == 0 {
                     eof = true;
                     return Ok(());
@@ -412,8 +420,13 @@ impl TlsFastPath {
             let pending = self.pending(py, &self.outgoing)?;
             if pending > 0 {
                 let data = self.outgoing_read.bind(py).call0()?;
-                p.get(pyo3::intern!(py, "_transport"))?
-                    .call_method1(pyo3::intern!(py, "write"), (data,))?;
+                let transport = p.get(pyo3::intern!(py, "_transport"))?;
+                if transport.get_type().is(self.k(py).socket_transport.bind(py)) {
+                    let core = transport.getattr(pyo3::intern!(py, "_core"))?;
+                    TransportCore::write(core.cast::<TransportCore>()?, &data)?;
+                } else {
+                    transport.call_method1(pyo3::intern!(py, "write"), (data,))?;
+                }
             } else {
                 // No Python code ran since it was read.
                 known = Some(pending);
@@ -606,6 +619,7 @@ impl TlsFastPath {
             incoming: incoming.unbind(),
             outgoing: outgoing.unbind(),
             max_size: proto.getattr("max_size")?.extract()?,
+            max_size_obj: proto.getattr("max_size")?.unbind(),
             k: consts,
         })
     }
