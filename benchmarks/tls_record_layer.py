@@ -32,7 +32,6 @@ import time
 from asyncio import sslproto
 
 import trustme
-
 from ferroloop.tls import NATIVE_TLS, install_fast_path
 
 N = 20_000

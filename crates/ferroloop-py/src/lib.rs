@@ -17,8 +17,8 @@ mod gil_cell;
 mod handles;
 mod introspect;
 mod sock;
-mod transport_common;
 mod tls;
+mod transport_common;
 mod transports;
 mod watchers;
 

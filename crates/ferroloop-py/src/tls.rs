@@ -29,10 +29,10 @@
 
 use std::os::raw::c_char;
 
+use crate::transports::TransportCore;
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use crate::transports::TransportCore;
 use pyo3::types::{
     PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyTuple, PyWeakrefReference,
 };
@@ -164,8 +164,11 @@ impl TlsFastPath {
             let get = (*ffi::Py_TYPE(descr.as_ptr()))
                 .tp_descr_get
                 .ok_or_else(|| PyTypeError::new_err("MemoryBIO.pending is not a descriptor"))?;
-            Bound::from_owned_ptr_or_err(py, get(descr.as_ptr(), bio.as_ptr(), std::ptr::null_mut()))?
-                .extract()
+            Bound::from_owned_ptr_or_err(
+                py,
+                get(descr.as_ptr(), bio.as_ptr(), std::ptr::null_mut()),
+            )?
+            .extract()
         }
     }
 
@@ -191,7 +194,11 @@ impl TlsFastPath {
                     let ptr = ffi::PyByteArray_AsString(ba.as_ptr());
                     Bound::from_owned_ptr_or_err(
                         py,
-                        ffi::PyMemoryView_FromMemory(ptr as *mut c_char, n as isize, ffi::PyBUF_READ),
+                        ffi::PyMemoryView_FromMemory(
+                            ptr as *mut c_char,
+                            n as isize,
+                            ffi::PyBUF_READ,
+                        ),
                     )?
                 }
             }
@@ -266,7 +273,10 @@ impl TlsFastPath {
         // the transport filled and `buffer_updated` has already copied into the incoming
         // BIO, so its contents are dead until the next `get_buffer`), then becomes one
         // `bytes`. No Python code runs between the reads and the copy.
-        let scratch = match p.get(pyo3::intern!(py, "_ssl_buffer"))?.cast_into_exact::<PyByteArray>() {
+        let scratch = match p
+            .get(pyo3::intern!(py, "_ssl_buffer"))?
+            .cast_into_exact::<PyByteArray>()
+        {
             Ok(ba) if ba.len() > 0 => ba,
             _ => PyByteArray::new(py, &vec![0u8; self.max_size.max(1)]),
         };
@@ -277,7 +287,9 @@ impl TlsFastPath {
         let result = (|| -> PyResult<()> {
             loop {
                 // `_ssl` reads at most the buffer's length into its start.
-                let n: usize = ssl_read.call1((self.max_size_obj.bind(py), &scratch))?.extract()?;
+                let n: usize = ssl_read
+                    .call1((self.max_size_obj.bind(py), &scratch))?
+                    .extract()?;
                 if n == 0 {
                     eof = true;
                     return Ok(());
@@ -322,7 +334,7 @@ impl TlsFastPath {
         let mut count = 1usize;
         let size = self.pending(py, &self.incoming)?;
         let buf = p
-                .get(pyo3::intern!(py, "_app_protocol_get_buffer"))?
+            .get(pyo3::intern!(py, "_app_protocol_get_buffer"))?
             .call1((size,))?;
         let wants = buf.len()?;
         let result = (|| -> PyResult<()> {
@@ -334,7 +346,12 @@ impl TlsFastPath {
                         // The next read could only raise SSLWantReadError.
                         return Ok(());
                     }
-                    let rest = buf.get_item(pyo3::types::PySlice::new(py, offset as isize, isize::MAX, 1))?;
+                    let rest = buf.get_item(pyo3::types::PySlice::new(
+                        py,
+                        offset as isize,
+                        isize::MAX,
+                        1,
+                    ))?;
                     count = ssl_read.call1((wants - offset, rest))?.extract()?;
                     if count > 0 {
                         offset += count;
@@ -344,8 +361,7 @@ impl TlsFastPath {
                 }
                 // The buffer is full: read the rest in a later callback.
                 let do_read = p.get(pyo3::intern!(py, "_do_read"))?;
-                p
-                .get(pyo3::intern!(py, "_loop"))?
+                p.get(pyo3::intern!(py, "_loop"))?
                     .call_method1(pyo3::intern!(py, "call_soon"), (do_read,))?;
             }
             Ok(())
@@ -356,8 +372,7 @@ impl TlsFastPath {
             }
         }
         if offset > 0 {
-            p
-                .get(pyo3::intern!(py, "_app_protocol_buffer_updated"))?
+            p.get(pyo3::intern!(py, "_app_protocol_buffer_updated"))?
                 .call1((offset,))?;
         }
         if count == 0 {
@@ -383,7 +398,12 @@ impl TlsFastPath {
                 let count: usize = ssl_write.call1((&data,))?.extract()?;
                 let data_len = data.len()?;
                 if count < data_len {
-                    let rest = data.get_item(pyo3::types::PySlice::new(py, count as isize, isize::MAX, 1))?;
+                    let rest = data.get_item(pyo3::types::PySlice::new(
+                        py,
+                        count as isize,
+                        isize::MAX,
+                        1,
+                    ))?;
                     backlog.set_item(0, rest)?;
                     self.add_buffer_size(py, p, -(count as i64))?;
                 } else {
@@ -421,7 +441,10 @@ impl TlsFastPath {
             if pending > 0 {
                 let data = self.outgoing_read.bind(py).call0()?;
                 let transport = p.get(pyo3::intern!(py, "_transport"))?;
-                if transport.get_type().is(self.k(py).socket_transport.bind(py)) {
+                if transport
+                    .get_type()
+                    .is(self.k(py).socket_transport.bind(py))
+                {
                     let core = transport.getattr(pyo3::intern!(py, "_core"))?;
                     TransportCore::write(core.cast::<TransportCore>()?, &data)?;
                 } else {
@@ -461,7 +484,10 @@ impl TlsFastPath {
                 return Ok(());
             }
         }
-        self.k(py).orig_control_app_writing.bind(py).call1((&p.o,))?;
+        self.k(py)
+            .orig_control_app_writing
+            .bind(py)
+            .call1((&p.o,))?;
         Ok(())
     }
 
@@ -483,7 +509,10 @@ impl TlsFastPath {
                 return Ok(());
             }
         }
-        self.k(py).orig_control_ssl_reading.bind(py).call1((&p.o,))?;
+        self.k(py)
+            .orig_control_ssl_reading
+            .bind(py)
+            .call1((&p.o,))?;
         Ok(())
     }
 
@@ -499,7 +528,12 @@ impl TlsFastPath {
                 Ok(count) => {
                     let count: usize = count.extract()?;
                     if count < data_len {
-                        let rest = data.get_item(pyo3::types::PySlice::new(py, count as isize, isize::MAX, 1))?;
+                        let rest = data.get_item(pyo3::types::PySlice::new(
+                            py,
+                            count as isize,
+                            isize::MAX,
+                            1,
+                        ))?;
                         backlog()?.call_method1(pyo3::intern!(py, "append"), (rest,))?;
                         self.add_buffer_size(py, p, (data_len - count) as i64)?;
                     }
@@ -527,9 +561,15 @@ impl TlsFastPath {
     }
 
     /// `SSLProtocol.get_buffer(n)`.
-    fn get_buffer_impl<'py>(&self, py: Python<'py>, n: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn get_buffer_impl<'py>(
+        &self,
+        py: Python<'py>,
+        n: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let Some(p) = self.proto(py) else {
-            return Err(pyo3::exceptions::PyReferenceError::new_err("SSLProtocol is gone"));
+            return Err(pyo3::exceptions::PyReferenceError::new_err(
+                "SSLProtocol is gone",
+            ));
         };
         if let Some(want) = small_int(n) {
             let want = if want <= 0 || want as usize > self.max_size {
@@ -683,7 +723,6 @@ impl TlsFastPath {
             .call1((&p.o, list_of_data))?;
         Ok(())
     }
-
 }
 
 /// An instance and its `__dict__`: the attributes asyncio's `SSLProtocol` keeps are plain
@@ -700,9 +739,15 @@ impl<'py> Obj<'py> {
         // SAFETY: `o` is a live object; PyObject_GenericGetDict returns a new reference to its
         // `__dict__` (creating it if needed) or NULL with an exception set (no dict).
         let d = unsafe {
-            Bound::from_owned_ptr_or_err(o.py(), ffi::PyObject_GenericGetDict(o.as_ptr(), std::ptr::null_mut()))?
+            Bound::from_owned_ptr_or_err(
+                o.py(),
+                ffi::PyObject_GenericGetDict(o.as_ptr(), std::ptr::null_mut()),
+            )?
         };
-        Ok(Self { o, d: d.cast_into::<PyDict>()? })
+        Ok(Self {
+            o,
+            d: d.cast_into::<PyDict>()?,
+        })
     }
 
     fn get(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
@@ -753,8 +798,13 @@ fn none(py: Python<'_>) -> *mut ffi::PyObject {
     py.None().into_ptr()
 }
 
-unsafe extern "C" fn get_buffer_c(slf: *mut ffi::PyObject, arg: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    with_fast_path(slf, arg, |py, this, n| Ok(this.get_buffer_impl(py, n)?.into_ptr()))
+unsafe extern "C" fn get_buffer_c(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    with_fast_path(slf, arg, |py, this, n| {
+        Ok(this.get_buffer_impl(py, n)?.into_ptr())
+    })
 }
 
 unsafe extern "C" fn buffer_updated_c(
@@ -767,7 +817,10 @@ unsafe extern "C" fn buffer_updated_c(
     })
 }
 
-unsafe extern "C" fn app_write_c(slf: *mut ffi::PyObject, arg: *mut ffi::PyObject) -> *mut ffi::PyObject {
+unsafe extern "C" fn app_write_c(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
     with_fast_path(slf, arg, |py, this, data| {
         this.app_write_impl(py, data)?;
         Ok(none(py))
@@ -779,8 +832,16 @@ pub(crate) fn init(py: Python<'_>) -> PyResult<()> {
     let cls = py.get_type::<TlsFastPath>();
     let methods: [(&'static std::ffi::CStr, MethO, &'static std::ffi::CStr); 3] = [
         (c"get_buffer", get_buffer_c, c"SSLProtocol.get_buffer(n)"),
-        (c"buffer_updated", buffer_updated_c, c"SSLProtocol.buffer_updated(nbytes)"),
-        (c"app_write", app_write_c, c"_SSLProtocolTransport.write(data)"),
+        (
+            c"buffer_updated",
+            buffer_updated_c,
+            c"SSLProtocol.buffer_updated(nbytes)",
+        ),
+        (
+            c"app_write",
+            app_write_c,
+            c"_SSLProtocolTransport.write(data)",
+        ),
     ];
     for (name, f, doc) in methods {
         let meth = ffi::PyMethodDefPointer { PyCFunction: f };
