@@ -436,10 +436,9 @@ impl TlsFastPath {
     fn process_outgoing_impl(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
         let mut known = None;
         if !truthy(&p.get(pyo3::intern!(py, "_ssl_writing_paused"))?)? {
-            // asyncio reads the BIO even when it is empty and skips an empty result.
-            let pending = self.pending(py, &self.outgoing)?;
-            if pending > 0 {
-                let data = self.outgoing_read.bind(py).call0()?;
+            // As asyncio: read the BIO (empty: the shared b""), send what it held.
+            let data = self.outgoing_read.bind(py).call0()?;
+            if data.len()? > 0 {
                 let transport = p.get(pyo3::intern!(py, "_transport"))?;
                 if transport
                     .get_type()
@@ -451,8 +450,8 @@ impl TlsFastPath {
                     transport.call_method1(pyo3::intern!(py, "write"), (data,))?;
                 }
             } else {
-                // No Python code ran since it was read.
-                known = Some(pending);
+                // Just emptied, and no Python code ran since.
+                known = Some(0);
             }
         }
         self.control_app_writing_with(py, p, known)
@@ -751,10 +750,19 @@ impl<'py> Obj<'py> {
     }
 
     fn get(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-        match self.d.get_item(name)? {
-            Some(v) => Ok(v),
-            None => self.o.getattr(name),
+        let py = self.o.py();
+        // SAFETY: `d` is a live dict and `name` a live str; PyDict_GetItemWithError returns a
+        // borrowed reference (NULL when absent or on error, with the exception set then), which
+        // is turned into an owned one before any other Python code can run.
+        let found = unsafe { ffi::PyDict_GetItemWithError(self.d.as_ptr(), name.as_ptr()) };
+        if found.is_null() {
+            if let Some(err) = PyErr::take(py) {
+                return Err(err);
+            }
+            return self.o.getattr(name);
         }
+        // SAFETY: `found` is a live borrowed reference (see above).
+        Ok(unsafe { Bound::from_borrowed_ptr(py, found) })
     }
 
     fn set(&self, name: &Bound<'py, PyString>, v: Bound<'py, PyAny>) -> PyResult<()> {
