@@ -24,7 +24,7 @@ import pytest
 
 trustme = pytest.importorskip("trustme")
 
-from ferroloop import tls  # noqa: E402
+from ferroloop import tls
 
 pytestmark = pytest.mark.skipif(not tls.NATIVE_TLS, reason=tls.NATIVE_TLS_REASON)
 
