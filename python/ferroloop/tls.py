@@ -11,23 +11,136 @@ asyncio's. Nothing in ``ssl`` or ``asyncio`` is patched.
 ``SSLProtocol`` is a ``BufferedProtocol``: the native transport reads the ciphertext
 straight into its buffer (``get_buffer``) and sends what it writes in the loop's end-of-batch
 ``sendmsg`` (design.md §5.22), so a TLS record and the application's next record written in
-the same batch of callbacks leave in one system call. Why asyncio's protocol rather than a
-native record layer, with figures: design.md §5.24.
+the same batch of callbacks leave in one system call.
+
+The per-record data path of an established connection is native: ``install_fast_path``
+binds the methods of a ``_native.TlsFastPath`` onto each ``SSLProtocol`` instance (and
+``write`` onto its ``_SSLProtocolTransport``) under asyncio's own names; they mirror asyncio's
+logic on asyncio's own private attributes and hand every cold case back to asyncio's functions
+(``crates/ferroloop-py/src/tls.rs``). That depends on ``SSLProtocol``'s internals, so it is
+used only when the running interpreter's ``sslproto`` is the one it was written against
+(``_fingerprint()``: the names and constants the mirrored functions use, the same on
+3.11.7, 3.12.1 and 3.13.0); otherwise ``NATIVE_TLS`` is false, ``NATIVE_TLS_REASON`` says
+why, and every connection runs asyncio's ``SSLProtocol`` unchanged. ``FERROLOOP_NATIVE_TLS=0``
+in the environment switches it off too. Figures and reasons: design.md §5.24.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import types
 from asyncio import sslproto
 from typing import Any
 
-from .transports import make_socket_transport
+from . import _native
+from .transports import SocketTransport, make_socket_transport
 
 try:
     import ssl
 except ImportError:  # pragma: no cover - Python built without ssl
     ssl = None  # type: ignore[assignment]
 
-__all__ = ["make_ssl_transport", "start_tls"]
+__all__ = ["NATIVE_TLS", "NATIVE_TLS_REASON", "install_fast_path", "make_ssl_transport", "start_tls"]
+
+# The functions of asyncio.sslproto whose logic tls.rs mirrors or relies on (the attributes
+# they set and read, the helpers they call).
+_MIRRORED = (
+    ("SSLProtocol", "__init__"), ("SSLProtocol", "_set_app_protocol"),
+    ("SSLProtocol", "get_buffer"), ("SSLProtocol", "buffer_updated"),
+    ("SSLProtocol", "_do_read"), ("SSLProtocol", "_do_read__buffered"),
+    ("SSLProtocol", "_do_read__copied"), ("SSLProtocol", "_do_write"),
+    ("SSLProtocol", "_process_outgoing"), ("SSLProtocol", "_write_appdata"),
+    ("SSLProtocol", "_control_app_writing"), ("SSLProtocol", "_control_ssl_reading"),
+    ("SSLProtocol", "_get_write_buffer_size"), ("SSLProtocol", "_get_read_buffer_size"),
+    ("_SSLProtocolTransport", "__init__"), ("_SSLProtocolTransport", "write"),
+)
+# _fingerprint() of asyncio 3.11.7, 3.12.1 and 3.13.0 (their hot paths are the same code).
+_KNOWN_FINGERPRINTS = frozenset({"d773ee7d144bc27c"})
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+        elif isinstance(const, str) and "\n" not in const:  # docstrings differ in indentation
+            names.add("'" + const)
+    return names
+
+
+def _fingerprint() -> str:
+    """What the mirrored functions of ``asyncio.sslproto`` refer to: every attribute, global
+    and string constant (nested functions included), hashed. A change to their logic that
+    touches another attribute or message changes it."""
+    digest = hashlib.sha256()
+    for cls_name, name in _MIRRORED:
+        code = getattr(getattr(sslproto, cls_name), name).__code__
+        digest.update(repr((name, sorted(_code_names(code)))).encode())
+    return digest.hexdigest()[:16]
+
+
+def _check() -> tuple[bool, str]:
+    if ssl is None:  # pragma: no cover - Python built without ssl
+        return False, "no ssl module"
+    if os.environ.get("FERROLOOP_NATIVE_TLS", "1") == "0":
+        return False, "switched off by FERROLOOP_NATIVE_TLS=0"
+    try:
+        fingerprint = _fingerprint()
+        states = sslproto.SSLProtocolState
+        consts = _native.TlsConsts(
+            states.DO_HANDSHAKE, states.WRAPPED, states.FLUSHING, states.SHUTDOWN,
+            sslproto.SSLAgainErrors,
+            sslproto.SSLProtocol._do_read, sslproto.SSLProtocol._write_appdata,
+            sslproto.SSLProtocol._control_app_writing,
+            sslproto.SSLProtocol._control_ssl_reading, sslproto.SSLProtocol.get_buffer,
+            sslproto._SSLProtocolTransport.write, SocketTransport,
+        )
+    except Exception as exc:  # noqa: BLE001 - any surprise means: do not use it
+        return False, f"asyncio.sslproto is not as expected: {exc!r}"
+    if fingerprint not in _KNOWN_FINGERPRINTS:
+        return False, f"unknown asyncio.sslproto (fingerprint {fingerprint})"
+    global _CONSTS
+    _CONSTS = consts
+    return True, f"asyncio.sslproto fingerprint {fingerprint}"
+
+
+_CONSTS: Any = None
+#: Whether TLS connections get the native data path (else asyncio's SSLProtocol unchanged).
+NATIVE_TLS, NATIVE_TLS_REASON = _check()
+
+
+def install_fast_path(ssl_protocol: Any) -> bool:
+    """Bind the native data path onto one fresh ``SSLProtocol`` (and its app transport).
+
+    Only for an exact ``ssl.SSLObject`` over ``ssl.MemoryBIO``s (a custom
+    ``SSLContext.sslobject_class`` keeps asyncio's Python path, which calls its methods).
+    Returns whether it was installed.
+    """
+    if not NATIVE_TLS:
+        return False
+    sslobj = ssl_protocol._sslobj
+    if (
+        type(ssl_protocol) is not sslproto.SSLProtocol
+        or type(sslobj) is not ssl.SSLObject
+        or type(ssl_protocol._incoming) is not ssl.MemoryBIO
+        or type(ssl_protocol._outgoing) is not ssl.MemoryBIO
+        or type(ssl_protocol._write_backlog) is not sslproto.collections.deque
+    ):
+        return False
+    app_transport = ssl_protocol._app_transport
+    fast = _native.TlsFastPath(ssl_protocol, app_transport, _CONSTS)
+    # Plain stores (CPython keeps the instance's dict compact then).
+    ssl_protocol.get_buffer = fast.get_buffer
+    ssl_protocol.buffer_updated = fast.buffer_updated
+    ssl_protocol._do_read = fast._do_read
+    ssl_protocol._do_write = fast._do_write
+    ssl_protocol._process_outgoing = fast._process_outgoing
+    ssl_protocol._control_app_writing = fast._control_app_writing
+    ssl_protocol._control_ssl_reading = fast._control_ssl_reading
+    ssl_protocol._write_appdata = fast._write_appdata
+    app_transport.write = fast.app_write
+    return True
 
 
 def make_ssl_transport(
@@ -49,6 +162,7 @@ def make_ssl_transport(
         ssl_handshake_timeout=ssl_handshake_timeout,
         ssl_shutdown_timeout=ssl_shutdown_timeout,
     )
+    install_fast_path(ssl_protocol)
     raw = make_socket_transport(loop, rawsock, ssl_protocol, extra=extra, server=server)
     return ssl_protocol._app_transport, raw
 
@@ -82,6 +196,7 @@ async def start_tls(
         ssl_shutdown_timeout=ssl_shutdown_timeout,
         call_connection_made=False,
     )
+    install_fast_path(ssl_protocol)
     transport.pause_reading()
     transport.set_protocol(ssl_protocol)
     conmade_cb = loop.call_soon(ssl_protocol.connection_made, transport)

@@ -17,6 +17,7 @@ mod gil_cell;
 mod handles;
 mod introspect;
 mod sock;
+mod tls;
 mod transport_common;
 mod transports;
 mod watchers;
@@ -43,6 +44,9 @@ fn _native(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sock::RecvWait>()?;
     m.add_class::<transports::TransportCore>()?;
     m.add_class::<datagram::DatagramCore>()?;
+    m.add_class::<tls::TlsConsts>()?;
+    m.add_class::<tls::TlsFastPath>()?;
+    tls::init(py)?;
     handles::init(py, m)?;
     fastcall::init(py)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;

@@ -659,7 +659,7 @@ impl TransportCore {
         Self::flush_now(slf, true)
     }
 
-    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         // An exact `bytes` is immutable and has no finaliser, so the queue may hold it (and
