@@ -39,4 +39,4 @@ echo "== anyio's own test suite on asyncio and on ferroloop (Python 3.11, .venv)
 # tests/third_party/run.py: downloads the pinned anyio sdist (once, into target/third-party),
 # installs its test dependencies into .venv, runs its tests on both loops and fails on a
 # ferroloop-only failure that tests/third_party/expectations.toml does not list. About 1.5 min.
-bash scripts/test-third-party.sh --suite anyio
+bash scripts/test-third-party.sh --ci

@@ -1,7 +1,8 @@
 """Third-party asyncio test suites on stock asyncio and on ferroloop, compared.
 
-Usage: ``.venv/bin/python tests/third_party/run.py [--suite NAME] [--keep]`` (what
-``scripts/test-third-party.sh`` runs). For each pinned suite in ``SUITES``:
+Usage: ``.venv/bin/python tests/third_party/run.py [--suite NAME | --ci]`` (what
+``scripts/test-third-party.sh`` runs). The suites (``SUITES``): anyio 4.16.0 (about 1.5 min,
+run by CI through ``--ci``) and aiohttp 3.14.5 (about 17 min, run on demand). For each:
 
 1. the sdist is downloaded once into ``target/third-party/cache`` by pip (``pip download
    --no-deps --no-binary :all:``), and unpacked afresh into ``target/third-party/<name>`` on
@@ -59,6 +60,13 @@ class Suite:
     args: list[str] = field(default_factory=list)
     # Scripted change to the unpacked sdist: (relative file, text appended to it).
     patch: tuple[str, str] | None = None
+    # Paths of the unpacked sdist removed before the run (a source package that would shadow
+    # the installed one).
+    remove: list[str] = field(default_factory=list)
+    # Extra pytest plugins of ours (modules in this directory), loaded with -p.
+    plugins: list[str] = field(default_factory=list)
+    # Whether scripts/test.sh (CI) runs it; the others take too long for CI.
+    ci: bool = False
 
 
 ANYIO_CONFTEST_TAIL = """
@@ -91,6 +99,44 @@ SUITES = {
         # applies; the asyncio backend's params come from anyio_overrides.py.
         args=[],
         patch=("tests/conftest.py", ANYIO_CONFTEST_TAIL),
+        ci=True,
+    ),
+    "aiohttp": Suite(
+        name="aiohttp",
+        version="3.14.5",
+        requirements=[
+            "aiohttp==3.14.5",
+            # From its requirements/test-common*.in and runtime extras, pinned to what was
+            # reviewed (not pytest-xdist, pytest-cov, pytest-codspeed: see `args`).
+            "aiodns==4.0.4",
+            "backports.zstd==1.8.0",
+            "blockbuster==1.5.29",
+            "Brotli==1.2.1",
+            "coverage>=7",
+            "freezegun==1.5.5",
+            "gunicorn==27.0.1",
+            "isal==1.9.1",
+            "proxy.py==2.4.10",
+            "pytest-mock==3.17.0",
+            "pytest-timeout>=2.4.0",
+            "trustme==1.2.1",
+            "uvloop>=0.22.1",
+            "zlib_ng==1.1.0",
+        ],
+        paths=["tests"],
+        # Its pytest.ini's addopts ask for xdist, coverage and doctests of the source tree:
+        # replaced by the markers it selects by default, one process, a 30 s per-test limit.
+        # Its benchmarks need pytest-codspeed and its autobahn tests need docker.
+        args=[
+            "-o", "addopts=", "-p", "no:asyncio", "--strict-markers",
+            "-m", "not dev_mode and not autobahn and not internal", "--timeout=30",
+            "--ignore-glob=tests/test_benchmarks_*", "--ignore=tests/autobahn",
+        ],
+        # The sdist's aiohttp/ (sources without the compiled parsers) would shadow the
+        # installed wheel, the one users run.
+        remove=["aiohttp"],
+        # Its `loop` fixture makes loops with asyncio.new_event_loop(): ferroloop.install().
+        plugins=["install_plugin"],
     ),
 }
 
@@ -130,6 +176,8 @@ def unpack(suite: Suite, archive: Path) -> Path:
     with tarfile.open(archive) as tar:
         tar.extractall(dest, filter="data")
     (top,) = list(dest.iterdir())
+    for rel in suite.remove:
+        shutil.rmtree(top / rel)
     if suite.patch is not None:
         rel, tail = suite.patch
         with open(top / rel, "a", encoding="utf-8") as f:
@@ -179,7 +227,8 @@ def run_pytest(suite: Suite, top: Path, loop: str, tag: str,
             deselect.write_text("\n".join(sorted(done)) + "\n")
             env["FERROLOOP_TP_DESELECT"] = str(deselect)
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               "-p", "report_plugin", *suite.args, *targets]
+               "-p", "report_plugin", *(a for p in suite.plugins for a in ("-p", p)),
+               *suite.args, *targets]
         with open(logfile, "a", encoding="utf-8") as out:
             try:
                 proc = subprocess.run(cmd, check=False, cwd=top, env=env, stdout=out,
@@ -256,7 +305,7 @@ def judge(suite: Suite, top: Path, entries: list[Entry]) -> bool:
             if runs["asyncio"].get(t, Outcome("missing")).outcome in ("passed", "xfailed")
             and fails(runs["ferroloop"].get(t))]
     asyncio_only = [t for t in ids
-                    if fails(runs["asyncio"].get(t)) and runs["asyncio"][t].outcome != "skipped"
+                    if runs["asyncio"].get(t, Outcome("missing")).outcome in ("failed", "crashed")
                     and runs["ferroloop"].get(t, Outcome("missing")).outcome == "passed"]
     crashed = [t for t in ids if runs["ferroloop"].get(t, Outcome("missing")).outcome == "crashed"]
     flaky: list[str] = []
@@ -298,10 +347,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", action="append", choices=sorted(SUITES),
                         help="run only this suite (repeatable); default: all")
+    parser.add_argument("--ci", action="store_true",
+                        help="run the suites that CI runs (anyio); default: all")
     args = parser.parse_args()
     entries = load_expectations()
     ok = True
-    for name in args.suite or sorted(SUITES):
+    names = args.suite or sorted(n for n, s in SUITES.items() if s.ci or not args.ci)
+    for name in names:
         suite = SUITES[name]
         start = time.monotonic()
         log(f"== {suite.name} {suite.version}: its own tests on asyncio and on ferroloop")
