@@ -51,45 +51,6 @@ def asyncio_event_loop() -> Generator[asyncio.AbstractEventLoop, None, None]:
     loop.close()
 
 
-# ------------------------------------------------------------------ blockbuster's allow-list
-#
-# anyio's autouse `blockbuster` fixture raises on blocking calls made while a loop runs, except
-# inside functions it lists by file and name. The stdlib entries name asyncio's own files
-# (e.g. os.read in asyncio/base_events.py:subprocess_exec, where subprocess.Popen waits for
-# exec). ferroloop makes the same calls from functions of the same names in its own modules,
-# so in the ferroloop run each asyncio entry is mirrored onto ferroloop's modules. Nothing else
-# is allowed.
-
-
-def _mirror_asyncio_allowances() -> None:
-    try:
-        import blockbuster.blockbuster as bbmod
-    except ImportError:
-        return
-    import ferroloop
-
-    modules = sorted(
-        f"ferroloop/{name}"
-        for name in os.listdir(os.path.dirname(ferroloop.__file__))
-        if name.endswith(".py")
-    )
-    original_init = bbmod.BlockBuster.__init__
-
-    def init(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        for function in self.functions.values():
-            for filename, names in list(function.can_block_functions):
-                if filename.startswith("asyncio/"):
-                    for module in modules:
-                        function.can_block_in(module, set(names))
-
-    bbmod.BlockBuster.__init__ = init
-
-
-if LOOP == "ferroloop":
-    _mirror_asyncio_allowances()
-
-
 # ------------------------------------------------------------------ IPv6 "localhost"
 #
 # Many of anyio's socket tests bind or resolve "localhost" for their ipv6 variant. Where

@@ -99,6 +99,7 @@ SUITES = {
         # applies; the asyncio backend's params come from anyio_overrides.py.
         args=[],
         patch=("tests/conftest.py", ANYIO_CONFTEST_TAIL),
+        plugins=["blockbuster_mirror"],
         ci=True,
     ),
     "aiohttp": Suite(
@@ -136,7 +137,7 @@ SUITES = {
         # installed wheel, the one users run.
         remove=["aiohttp"],
         # Its `loop` fixture makes loops with asyncio.new_event_loop(): ferroloop.install().
-        plugins=["install_plugin"],
+        plugins=["install_plugin", "blockbuster_mirror"],
     ),
 }
 
