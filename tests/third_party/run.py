@@ -6,8 +6,9 @@ run by CI through ``--ci``) and aiohttp 3.14.5 (about 17 min, run on demand). Fo
 
 1. the sdist is downloaded once into ``target/third-party/cache`` by pip (``pip download
    --no-deps --no-binary :all:``), and unpacked afresh into ``target/third-party/<name>`` on
-   every run; the one change made to it is scripted here (``patch``), nothing is edited by
-   hand;
+   every run; the changes made to it are scripted here (``patch``: a line appended to a
+   conftest; ``remove``: a source tree that would shadow the installed package), nothing is
+   edited by hand; plugins of ours (``plugins``) are loaded with ``-p``;
 2. the package and its test dependencies, pinned, are installed into the running interpreter's
    environment (the project's .venv) by pip, once per set of pins (a stamp file);
 3. the suite runs twice in the same environment, once on stock asyncio and once on ferroloop,
