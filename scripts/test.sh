@@ -2,7 +2,8 @@
 # Sets everything up (scripts/bootstrap.sh) and runs every test: lints, the Rust engine's
 # cargo tests, the pytest behaviour suite (each test on stock asyncio and on ferroloop), on
 # Python 3.11 and on every later CPython that is installed, then CPython 3.11's own
-# test_asyncio on both loops (tests/cpython).
+# test_asyncio on both loops (tests/cpython), then anyio's own test suite on both loops
+# (tests/third_party).
 # Extra arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,3 +34,9 @@ echo "== CPython's test_asyncio on asyncio and on ferroloop (Python 3.11, .venv)
 # tests/cpython/expectations.toml does not list, and on a listed one that now passes. The
 # expectations are written for 3.11's test_asyncio, so it runs on the 3.11 .venv only.
 .venv/bin/python tests/cpython/run.py
+
+echo "== anyio's own test suite on asyncio and on ferroloop (Python 3.11, .venv)"
+# tests/third_party/run.py: downloads the pinned anyio sdist (once, into target/third-party),
+# installs its test dependencies into .venv, runs its tests on both loops and fails on a
+# ferroloop-only failure that tests/third_party/expectations.toml does not list. About 1.5 min.
+bash scripts/test-third-party.sh --ci

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import socket
 import ssl
@@ -439,6 +440,38 @@ def test_local_addr_of_no_matching_family(loop):
     assert str(ei.value) == (
         f"no matching local address with family={socket.AF_INET6!r} found"
     )
+
+
+@pytest.mark.parametrize("failure", ["refused", "local_addr_in_use"])
+def test_connect_error_is_not_held_by_a_reference_cycle(loop, failure):
+    # A failed connect's exception is referenced by nothing of create_connection's once it has
+    # been raised: no error list or connect future kept alive through the frames of its
+    # traceback (gh-124859). anyio's connect_tcp checks this (test_happy_eyeballs_refcycles).
+    async def main():
+        with contextlib.ExitStack() as stack:
+            kwargs = {}
+            if failure == "refused":
+                addr = stack.enter_context(refusing())
+            else:
+                server = stack.enter_context(socket.socket())
+                server.bind(("127.0.0.1", 0))
+                server.listen()
+                addr = server.getsockname()
+                holder = stack.enter_context(socket.socket())
+                holder.bind(("127.0.0.1", 0))
+                holder.listen()
+                kwargs["local_addr"] = holder.getsockname()
+            exc = None
+            try:
+                await loop.create_connection(asyncio.Protocol, *addr, **kwargs)
+            except OSError as e:
+                exc = e
+        assert exc is not None
+        for _ in range(3):  # let the handle that woke this task go
+            await asyncio.sleep(0)
+        return [type(r).__name__ for r in gc.get_referrers(exc)]
+
+    assert run(loop, main()) == []
 
 
 # ---------------------------------------------------------------- Happy Eyeballs

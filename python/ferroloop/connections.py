@@ -256,6 +256,10 @@ class ConnectionMethods:
                     return await self._connect_sock(info_errors, info, laddr_infos)
                 except OSError:
                     continue
+                finally:
+                    # The raised errors' tracebacks hold this frame: no local may keep
+                    # their list alive (asyncio leaves no such cycle, gh-124859).
+                    info_errors = None  # type: ignore[assignment]
         else:
             sock, _, race_errors = await staggered_race(
                 (
@@ -311,6 +315,10 @@ class ConnectionMethods:
             if sock is not None:
                 sock.close()
             raise
+        finally:
+            # The error's traceback holds this frame; dropping the list here leaves the
+            # exception without a reference cycle through it, as in asyncio.
+            errors = None  # type: ignore[assignment]
 
     @staticmethod
     def _bind_local(
@@ -333,7 +341,10 @@ class ConnectionMethods:
                     )
                 )
         if errors:
-            raise errors.pop()  # re-recorded by _connect_sock
+            try:
+                raise errors.pop()  # re-recorded by _connect_sock
+            finally:
+                errors = None  # type: ignore[assignment]  # no cycle through this frame
         raise OSError(f"no matching local address with {family=} found")
 
     async def _create_connection_transport(

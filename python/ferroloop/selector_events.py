@@ -378,6 +378,10 @@ def _connect_done(fut: Any, sock: socket.socket, address: Any) -> None:
         fut.set_exception(exc)
     else:
         fut.set_result(None)
+    finally:
+        # The error's traceback holds this frame: without this the future (which holds the
+        # error) and the error would keep each other alive, as asyncio avoids here too.
+        fut = None
 
 
 def _accept_one(fut: Any, sock: socket.socket) -> None:

@@ -1,0 +1,371 @@
+"""Third-party asyncio test suites on stock asyncio and on ferroloop, compared.
+
+Usage: ``.venv/bin/python tests/third_party/run.py [--suite NAME | --ci]`` (what
+``scripts/test-third-party.sh`` runs). The suites (``SUITES``): anyio 4.16.0 (about 1.5 min,
+run by CI through ``--ci``) and aiohttp 3.14.5 (about 17 min, run on demand). For each:
+
+1. the sdist is downloaded once into ``target/third-party/cache`` by pip (``pip download
+   --no-deps --no-binary :all:``), and unpacked afresh into ``target/third-party/<name>`` on
+   every run; the changes made to it are scripted here (``patch``: a line appended to a
+   conftest; ``remove``: a source tree that would shadow the installed package), nothing is
+   edited by hand; plugins of ours (``plugins``) are loaded with ``-p``;
+2. the package and its test dependencies, pinned, are installed into the running interpreter's
+   environment (the project's .venv) by pip, once per set of pins (a stamp file);
+3. the suite runs twice in the same environment, once on stock asyncio and once on ferroloop,
+   each in its own pytest process; ``report_plugin.py`` streams one JSON line per test. If the
+   interpreter dies, the test that was running is recorded as a crash and pytest is started
+   again without the tests already done;
+4. the two outcomes of each test are compared. A test that passes on asyncio but fails, is
+   skipped or crashes on ferroloop is *ours*. Every ours failure is run once more on both
+   loops in a fresh process with only those tests; one that then passes on ferroloop is
+   reported as flaky (the test depends on what ran before it, or races) and does not count.
+   What remains must be listed in ``expectations.toml`` with a reason; an unlisted one fails
+   the run, and so does a listed entry that matches no ours failure (stale) unless it is
+   marked ``flaky = true``. A crash on ferroloop always fails the run.
+
+Exit status 0 when nothing unlisted remains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+WORK = ROOT / "target" / "third-party"
+CACHE = WORK / "cache"
+LOOPS = ("asyncio", "ferroloop")
+RUN_LIMIT = 900.0  # seconds for one pytest process (the per-test limit is the suite's own)
+MAX_RESTARTS = 10
+
+
+@dataclass
+class Suite:
+    name: str
+    version: str
+    # Installed into the environment, pinned: the package itself and its test dependencies.
+    requirements: list[str]
+    # pytest arguments after the test paths given in `paths`.
+    paths: list[str]
+    args: list[str] = field(default_factory=list)
+    # Scripted change to the unpacked sdist: (relative file, text appended to it).
+    patch: tuple[str, str] | None = None
+    # Paths of the unpacked sdist removed before the run (a source package that would shadow
+    # the installed one).
+    remove: list[str] = field(default_factory=list)
+    # Extra pytest plugins of ours (modules in this directory), loaded with -p.
+    plugins: list[str] = field(default_factory=list)
+    # Whether scripts/test.sh (CI) runs it; the others take too long for CI.
+    ci: bool = False
+
+
+ANYIO_CONFTEST_TAIL = """
+
+# Added by ferroloop's tests/third_party/run.py: the loop comes from FERROLOOP_TP_LOOP.
+from anyio_overrides import (  # noqa: E402, F401, F811
+    anyio_backend, asyncio_event_loop, pytest_collection_modifyitems,
+)
+"""
+
+SUITES = {
+    "anyio": Suite(
+        name="anyio",
+        version="4.16.0",
+        requirements=[
+            "anyio==4.16.0",
+            # anyio's `test` dependency group (pyproject.toml), pinned to what was reviewed.
+            "blockbuster==1.5.29",
+            "hypothesis>=6.100",
+            "psutil==7.2.2",
+            "pytest>=9.0",
+            "pytest-mock==3.17.0",
+            "pytest-timeout>=2.4.0",
+            "trustme==1.2.1",
+            "truststore==0.10.5",
+            "uvloop>=0.22.1",
+        ],
+        paths=["tests"],
+        # Its own config (pyproject.toml: -p anyio, a 20 s pytest-timeout, warnings as errors)
+        # applies; the asyncio backend's params come from anyio_overrides.py.
+        args=[],
+        patch=("tests/conftest.py", ANYIO_CONFTEST_TAIL),
+        plugins=["blockbuster_mirror"],
+        ci=True,
+    ),
+    "aiohttp": Suite(
+        name="aiohttp",
+        version="3.14.5",
+        requirements=[
+            "aiohttp==3.14.5",
+            # From its requirements/test-common*.in and runtime extras, pinned to what was
+            # reviewed (not pytest-xdist, pytest-cov, pytest-codspeed: see `args`).
+            "aiodns==4.0.4",
+            "backports.zstd==1.8.0",
+            "blockbuster==1.5.29",
+            "Brotli==1.2.1",
+            "coverage>=7",
+            "freezegun==1.5.5",
+            "gunicorn==27.0.1",
+            "isal==1.9.1",
+            "proxy.py==2.4.10",
+            "pytest-mock==3.17.0",
+            "pytest-timeout>=2.4.0",
+            "trustme==1.2.1",
+            "uvloop>=0.22.1",
+            "zlib_ng==1.1.0",
+        ],
+        paths=["tests"],
+        # Its pytest.ini's addopts ask for xdist, coverage and doctests of the source tree:
+        # replaced by the markers it selects by default, one process, a 30 s per-test limit.
+        # Its benchmarks need pytest-codspeed and its autobahn tests need docker.
+        args=[
+            "-o", "addopts=", "-p", "no:asyncio", "--strict-markers",
+            "-m", "not dev_mode and not autobahn and not internal", "--timeout=30",
+            "--ignore-glob=tests/test_benchmarks_*", "--ignore=tests/autobahn",
+        ],
+        # The sdist's aiohttp/ (sources without the compiled parsers) would shadow the
+        # installed wheel, the one users run.
+        remove=["aiohttp"],
+        # Its `loop` fixture makes loops with asyncio.new_event_loop(): ferroloop.install().
+        plugins=["install_plugin", "blockbuster_mirror"],
+    ),
+}
+
+
+# ------------------------------------------------------------------------------ preparation
+
+
+def log(text: str) -> None:
+    print(text, flush=True)
+
+
+def pip(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True
+    )
+
+
+def sdist(suite: Suite) -> Path:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    prefix = f"{suite.name}-{suite.version}"
+    found = [p for p in CACHE.iterdir() if p.name.startswith(prefix) and p.suffix == ".gz"]
+    if not found:
+        log(f"-- downloading the {prefix} sdist")
+        pip("download", "--no-deps", "--no-binary", ":all:", "-d", str(CACHE),
+            f"{suite.name}=={suite.version}")
+        found = [p for p in CACHE.iterdir() if p.name.startswith(prefix) and p.suffix == ".gz"]
+    if len(found) != 1:
+        raise SystemExit(f"expected one {prefix} sdist in {CACHE}, found {found}")
+    return found[0]
+
+
+def unpack(suite: Suite, archive: Path) -> Path:
+    dest = WORK / suite.name
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    (top,) = list(dest.iterdir())
+    for rel in suite.remove:
+        shutil.rmtree(top / rel)
+    if suite.patch is not None:
+        rel, tail = suite.patch
+        with open(top / rel, "a", encoding="utf-8") as f:
+            f.write(tail)
+    return top
+
+
+def install(suite: Suite) -> None:
+    stamp = Path(sys.prefix) / f".third-party-{suite.name}-stamp"
+    wanted = "\n".join(suite.requirements)
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    log(f"-- installing {suite.name}'s test dependencies into {sys.prefix}")
+    pip("install", *suite.requirements)
+    stamp.write_text(wanted)
+
+
+# ------------------------------------------------------------------------------ running
+
+
+@dataclass
+class Outcome:
+    outcome: str  # passed, failed, skipped, xfailed, xpassed, crashed, missing
+    message: str = ""
+
+
+def run_pytest(suite: Suite, top: Path, loop: str, tag: str,
+               only: list[str] | None = None) -> dict[str, Outcome]:
+    """Run the suite (or the node ids in ``only``) on ``loop``; restart after a crash."""
+    results: dict[str, Outcome] = {}
+    report = WORK / f"{suite.name}-{loop}-{tag}.jsonl"
+    deselect = WORK / f"{suite.name}-{loop}-{tag}.deselect"
+    logfile = WORK / f"{suite.name}-{loop}-{tag}.log"
+    logfile.write_text("")
+    env = dict(os.environ)
+    env.update(
+        FERROLOOP_TP_LOOP=loop,
+        FERROLOOP_TP_REPORT=str(report),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")])),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    targets = only if only is not None else suite.paths
+    done: set[str] = set()
+    for _attempt in range(MAX_RESTARTS + 1):
+        report.unlink(missing_ok=True)
+        if done:
+            deselect.write_text("\n".join(sorted(done)) + "\n")
+            env["FERROLOOP_TP_DESELECT"] = str(deselect)
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "-p", "report_plugin", *(a for p in suite.plugins for a in ("-p", p)),
+               *suite.args, *targets]
+        with open(logfile, "a", encoding="utf-8") as out:
+            try:
+                proc = subprocess.run(cmd, check=False, cwd=top, env=env, stdout=out,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      timeout=RUN_LIMIT)
+                code = proc.returncode
+            except subprocess.TimeoutExpired:
+                code = None
+        running = None
+        if report.exists():
+            for line in report.read_text(encoding="utf-8").splitlines():
+                rec = json.loads(line)
+                if rec["event"] == "start":
+                    running = rec["id"]
+                else:
+                    results[rec["id"]] = Outcome(rec["outcome"], rec["message"])
+                    done.add(rec["id"])
+                    running = None
+        # pytest's own statuses: 0 all passed, 1 some failed, 5 nothing collected. Anything
+        # else with a test still open (a signal, a timeout of the whole process) is a crash.
+        if code in (0, 1, 5) or running is None:
+            if code not in (0, 1, 5):
+                log(f"   pytest ({loop}) ended with status {code}; see {logfile}")
+            break
+        what = "timed out" if code is None else f"died (status {code})"
+        log(f"   {running} {what} on {loop}; restarting without it")
+        results[running] = Outcome("crashed", f"the pytest process {what}")
+        done.add(running)
+    return results
+
+
+# ------------------------------------------------------------------------------ judging
+
+
+@dataclass
+class Entry:
+    suite: str
+    test: str
+    category: str
+    why: str
+    flaky: bool
+    matched: list[str] = field(default_factory=list)
+
+
+CATEGORIES = {"not-applicable", "ours-open", "environment"}
+
+
+def load_expectations() -> list[Entry]:
+    data = tomllib.loads((HERE / "expectations.toml").read_text(encoding="utf-8"))
+    entries = []
+    for raw in data.get("entry", []):
+        if raw.get("category") not in CATEGORIES:
+            raise SystemExit(f"expectations.toml: bad category in {raw}")
+        if not raw.get("why"):
+            raise SystemExit(f"expectations.toml: an entry needs `why`: {raw}")
+        entries.append(Entry(raw["suite"], raw["test"], raw["category"], raw["why"],
+                             bool(raw.get("flaky", False))))
+    return entries
+
+
+def fails(o: Outcome | None) -> bool:
+    return o is None or o.outcome in ("failed", "crashed", "skipped", "missing", "xpassed")
+
+
+def judge(suite: Suite, top: Path, entries: list[Entry]) -> bool:
+    runs = {loop: run_pytest(suite, top, loop, "full") for loop in LOOPS}
+    ids = sorted(set(runs["asyncio"]) | set(runs["ferroloop"]))
+    for loop in LOOPS:
+        counts: dict[str, int] = {}
+        for o in runs[loop].values():
+            counts[o.outcome] = counts.get(o.outcome, 0) + 1
+        log(f"   {loop:9}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    ours = [t for t in ids
+            if runs["asyncio"].get(t, Outcome("missing")).outcome in ("passed", "xfailed")
+            and fails(runs["ferroloop"].get(t))]
+    asyncio_only = [t for t in ids
+                    if runs["asyncio"].get(t, Outcome("missing")).outcome in ("failed", "crashed")
+                    and runs["ferroloop"].get(t, Outcome("missing")).outcome == "passed"]
+    crashed = [t for t in ids if runs["ferroloop"].get(t, Outcome("missing")).outcome == "crashed"]
+    flaky: list[str] = []
+    if ours:
+        log(f"   running the {len(ours)} ferroloop-only failure(s) again, alone")
+        again = {loop: run_pytest(suite, top, loop, "again", only=ours) for loop in LOOPS}
+        for t in ours:
+            if again["ferroloop"].get(t, Outcome("missing")).outcome == "passed":
+                flaky.append(t)
+        ours = [t for t in ours if t not in flaky]
+    ok = True
+    for t in flaky:
+        log(f"   flaky (failed in the full run on ferroloop, passed alone): {t}")
+    for t in asyncio_only:
+        log(f"   fails on asyncio only (not judged): {t}")
+    mine = [e for e in entries if e.suite == suite.name]
+    for t in ours:
+        entry = next((e for e in mine if fnmatch.fnmatchcase(t, e.test)), None)
+        outcome = runs["ferroloop"].get(t, Outcome("missing"))
+        if entry is None:
+            ok = False
+            log(f"FAIL unlisted ferroloop-only {outcome.outcome}: {t}")
+            for line in outcome.message.strip().splitlines()[-12:]:
+                log(f"       {line}")
+        else:
+            entry.matched.append(t)
+            log(f"   expected ({entry.category}): {t}")
+    for t in crashed:
+        ok = False
+        log(f"FAIL crash on ferroloop: {t}")
+    for e in mine:
+        if not e.matched and not e.flaky:
+            ok = False
+            log(f"FAIL stale expectation (matches no ferroloop-only failure): {e.test}")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", action="append", choices=sorted(SUITES),
+                        help="run only this suite (repeatable); default: all")
+    parser.add_argument("--ci", action="store_true",
+                        help="run the suites that CI runs (anyio); default: all")
+    args = parser.parse_args()
+    entries = load_expectations()
+    ok = True
+    names = args.suite or sorted(n for n, s in SUITES.items() if s.ci or not args.ci)
+    for name in names:
+        suite = SUITES[name]
+        start = time.monotonic()
+        log(f"== {suite.name} {suite.version}: its own tests on asyncio and on ferroloop")
+        install(suite)
+        top = unpack(suite, sdist(suite))
+        ok = judge(suite, top, entries) and ok
+        log(f"   ({time.monotonic() - start:.0f} s; logs in {WORK})")
+    log("third-party suites: OK" if ok else "third-party suites: FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
