@@ -154,6 +154,19 @@ impl TlsFastPath {
         Obj::new(self.proto.bind(py).upgrade()?).ok()
     }
 
+    /// `f` on the protocol, or nothing once the protocol is gone (each mirrored method's
+    /// entry).
+    fn on_proto(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&Self, &Obj<'_>) -> PyResult<()>,
+    ) -> PyResult<()> {
+        match self.proto(py) {
+            Some(p) => f(self, &p),
+            None => Ok(()),
+        }
+    }
+
     fn is_again(&self, py: Python<'_>, err: &PyErr) -> bool {
         err.matches(py, self.k(py).again.bind(py)).unwrap_or(false)
     }
@@ -670,42 +683,27 @@ impl TlsFastPath {
 
     /// `SSLProtocol._do_read()`.
     fn _do_read(&self, py: Python<'_>) -> PyResult<()> {
-        match self.proto(py) {
-            Some(p) => self.do_read_impl(py, &p),
-            None => Ok(()),
-        }
+        self.on_proto(py, |s, p| s.do_read_impl(py, p))
     }
 
     /// `SSLProtocol._do_write()`.
     fn _do_write(&self, py: Python<'_>) -> PyResult<()> {
-        match self.proto(py) {
-            Some(p) => self.do_write_impl(py, &p),
-            None => Ok(()),
-        }
+        self.on_proto(py, |s, p| s.do_write_impl(py, p))
     }
 
     /// `SSLProtocol._process_outgoing()`.
     fn _process_outgoing(&self, py: Python<'_>) -> PyResult<()> {
-        match self.proto(py) {
-            Some(p) => self.process_outgoing_impl(py, &p),
-            None => Ok(()),
-        }
+        self.on_proto(py, |s, p| s.process_outgoing_impl(py, p))
     }
 
     /// `SSLProtocol._control_app_writing()`.
     fn _control_app_writing(&self, py: Python<'_>) -> PyResult<()> {
-        match self.proto(py) {
-            Some(p) => self.control_app_writing_impl(py, &p),
-            None => Ok(()),
-        }
+        self.on_proto(py, |s, p| s.control_app_writing_impl(py, p))
     }
 
     /// `SSLProtocol._control_ssl_reading()`.
     fn _control_ssl_reading(&self, py: Python<'_>) -> PyResult<()> {
-        match self.proto(py) {
-            Some(p) => self.control_ssl_reading_impl(py, &p),
-            None => Ok(()),
-        }
+        self.on_proto(py, |s, p| s.control_ssl_reading_impl(py, p))
     }
 
     /// `SSLProtocol._write_appdata(list_of_data)`: one item natively, else asyncio's.
