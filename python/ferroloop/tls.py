@@ -110,6 +110,26 @@ _CONSTS: Any = None
 NATIVE_TLS, NATIVE_TLS_REASON = _check()
 
 
+_allocator_primed = False
+
+
+def _prime_allocator() -> None:
+    """Once per process: allocate and free a block twice the size of ``SSLProtocol``'s
+    per-connection read buffer.
+
+    ``SSLProtocol.__init__`` allocates (and zero-fills) a 256 KiB ``bytearray`` for every
+    connection. glibc serves a block that size with a fresh ``mmap`` (and page faults on all of
+    it) until freeing a mapped block has raised its adaptive mmap threshold above that size.
+    asyncio's Python read path raised it by the way (it allocates 256 KiB ``bytes`` per read);
+    the native path does not, so without this every TLS connection paid for mapping, faulting
+    in and unmapping its buffer (design.md §5.24). Freeing one larger mapped block now raises
+    the threshold as that would have. Elsewhere than glibc this is one short-lived allocation.
+    """
+    global _allocator_primed
+    _allocator_primed = True
+    bytearray(2 * sslproto.SSLProtocol.max_size)
+
+
 def install_fast_path(ssl_protocol: Any) -> bool:
     """Bind the native data path onto one fresh ``SSLProtocol`` (and its app transport).
 
@@ -128,6 +148,8 @@ def install_fast_path(ssl_protocol: Any) -> bool:
         or type(ssl_protocol._write_backlog) is not sslproto.collections.deque
     ):
         return False
+    if not _allocator_primed:
+        _prime_allocator()
     app_transport = ssl_protocol._app_transport
     fast = _native.TlsFastPath(ssl_protocol, app_transport, _CONSTS)
     # Plain stores (CPython keeps the instance's dict compact then).
