@@ -223,6 +223,97 @@ def test_sock_argument(loop):
     run(loop, main())
 
 
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6, socket.AF_UNIX])
+def test_accepted_socket_is_a_nonblocking_socket_of_the_listeners_kind(loop, family, tmp_path):
+    """What the accept path builds from the raw fd: a socket.socket of the listener's family,
+    type and protocol, non-blocking, with TCP_NODELAY on TCP (as asyncio sets it)."""
+    seen = []
+
+    class Peek(asyncio.Protocol):
+        def connection_made(self, transport):
+            sock = transport.get_extra_info("socket")
+            nodelay = None
+            if family != socket.AF_UNIX:
+                nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            seen.append((sock.family, sock.type, sock.proto, sock.gettimeout(), nodelay,
+                         os.get_blocking(sock.fileno())))
+            transport.close()
+
+    async def main():
+        if family == socket.AF_UNIX:
+            path = str(tmp_path / "s.sock")
+            server = await loop.create_unix_server(Peek, path)
+            reader, writer = await asyncio.open_unix_connection(path)
+        else:
+            host = "127.0.0.1" if family == socket.AF_INET else "::1"
+            server = await loop.create_server(Peek, host, 0, family=family)
+            reader, writer = await asyncio.open_connection(host, server.sockets[0].getsockname()[1])
+        assert await reader.read() == b""  # the server side closed after looking
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return server
+
+    run(loop, main())
+    assert len(seen) == 1
+    sock_family, sock_type, proto, timeout, nodelay, blocking = seen[0]
+    # Enums, as socket.accept() makes them.
+    assert type(sock_family) is socket.AddressFamily and sock_family == family
+    assert type(sock_type) is socket.SocketKind and sock_type == socket.SOCK_STREAM
+    assert proto == (0 if family == socket.AF_UNIX else socket.IPPROTO_TCP)
+    assert timeout == 0.0 and blocking is False
+    assert nodelay == (None if family == socket.AF_UNIX else 1)
+
+
+def test_listening_socket_subclass_accepts_through_its_own_accept(loop):
+    """A socket.socket subclass given as sock= keeps its accept() (asyncio calls it)."""
+    calls = []
+
+    class CountingSocket(socket.socket):
+        def accept(self):
+            conn, addr = super().accept()
+            calls.append(addr)
+            return conn, addr
+
+    async def main():
+        sock = CountingSocket()
+        sock.bind(("127.0.0.1", 0))
+        server = await loop.create_server(EchoProtocol, sock=sock)
+        assert await echo_once(loop, sock.getsockname()) == b"ping"
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main())
+    assert len(calls) == 1
+
+
+def test_fd_of_a_finished_connection_can_be_watched_again(loop):
+    """A transport owns its fd number only while its connection lasts: once connection_lost
+    ran, a new socket that gets the same number can be given to add_reader."""
+    async def main():
+        server = await loop.create_server(EchoProtocol, "127.0.0.1", 0)
+        transport, proto = await connect(loop, server.sockets[0].getsockname())
+        fd = transport.get_extra_info("socket").fileno()
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.add_reader(fd, print)
+        transport.close()
+        await proto.lost
+        # The lowest free number is the one just released (nothing else opens fds here).
+        a, b = socket.socketpair()
+        reused = a if a.fileno() == fd else b if b.fileno() == fd else None
+        try:
+            assert reused is not None, "the fd number was not reused by the next socket"
+            loop.add_reader(reused, print)
+            assert loop.remove_reader(reused)
+        finally:
+            a.close()
+            b.close()
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main())
+
+
 # ---------------------------------------------------------------- errors
 
 

@@ -105,9 +105,12 @@ class Loop(
         # (st_dev, st_ino) of that fd when the loop took over: it is given back only if the
         # number still names that file (unix_events.py).
         self._old_wakeup_id: tuple[int, int] | None = None
-        # fd -> the transport that owns it (filled by the transports of issue #5); a watcher
-        # or sock_* call on such an fd raises RuntimeError, as in asyncio.
-        self._transports: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        # fd -> weak reference to the transport that owns it (filled by the transports of
+        # issue #5); a watcher or sock_* call on such an fd raises RuntimeError, as in
+        # asyncio. asyncio keeps a WeakValueDictionary; plain weak references cost a
+        # connection less (its __setitem__ and removal callback are Python code). A
+        # transport removes its entry in _call_connection_lost; a dead one reads as absent.
+        self._transports: dict[int, weakref.ref] = {}
         # Signal handlers, children, the fork hook (unix_events.py).
         self._init_unix()
         self._set_debug_flag(_debug_mode_from_environment())

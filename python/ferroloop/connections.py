@@ -25,6 +25,7 @@ asyncio's ``SSLProtocol`` over the socket transport (``tls.make_ssl_transport``)
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import collections
 import collections.abc
@@ -54,6 +55,11 @@ _PY313 = sys.version_info >= (3, 13)
 
 # asyncio's constants.ACCEPT_RETRY_DELAY: pause after accept() ran out of a system resource.
 _ACCEPT_RETRY_DELAY = 1.0
+
+# The int-valued family and type of a socket object (``_socket.socket``'s own getters;
+# ``socket.socket``'s properties wrap them in enums, which costs more than the accept).
+_socket_family = _socket.socket.family.__get__
+_socket_type = _socket.socket.type.__get__
 
 # accept() failed for lack of a system resource. Linux keeps reporting the listening
 # socket as readable, so accepting pauses for a while (as asyncio does) instead of spinning.
@@ -600,12 +606,24 @@ class ConnectionMethods:
         per report (asyncio: bpo-27906) keeps a burst of clients from waiting one loop
         iteration each.
         """
+        # A plain socket.socket is accepted through its C method, with the listener's
+        # family, type and protocol read once as ints: socket.accept() itself converts
+        # family and type into enums for every connection (a third of ferroloop's
+        # per-connection instructions before this). Subclasses keep their own accept().
+        fast = type(sock) is socket.socket
+        if fast:
+            family, type_, proto = _socket_family(sock), _socket_type(sock), sock.proto
+        debug = self.get_debug()
         for _ in range(backlog):
             if sock.fileno() == -1:
                 return  # a protocol factory closed the server meanwhile
             try:
-                conn, addr = sock.accept()
-                if self.get_debug():
+                if fast:
+                    fd, addr = sock._accept()
+                    conn = socket.socket(family, type_, proto, fileno=fd)
+                else:
+                    conn, addr = sock.accept()
+                if debug:
                     logger.debug("%r got a new connection from %r: %r", server, addr, conn)
                 conn.setblocking(False)
             except (BlockingIOError, InterruptedError):
@@ -647,22 +665,23 @@ class ConnectionMethods:
         attaches itself to ``server``. Failures are reported in debug mode only, as asyncio
         reports them; the connection is closed.
         """
-        protocol = transport = None
+        protocol = transport = waiter = None
         try:
             protocol = protocol_factory()
-            waiter = self.create_future()
             if sslcontext:
-                # The server tracks the socket transport under the TLS one, as asyncio's
-                # server does (close_clients/abort_clients act on it).
-                transport, raw = make_ssl_transport(
+                # The socket transport under the TLS one attaches itself to the server, as
+                # asyncio's does (close_clients/abort_clients act on it). The waiter gets
+                # the handshake's outcome; a failed handshake closes the connection.
+                waiter = self.create_future()
+                transport, _ = make_ssl_transport(
                     self, conn, protocol, sslcontext, waiter, server_side=True, extra=extra,
                     server=server, ssl_handshake_timeout=ssl_handshake_timeout,
                     ssl_shutdown_timeout=ssl_shutdown_timeout,
                 )
             else:
-                transport = raw = make_socket_transport(
-                    self, conn, protocol, waiter, extra=extra, server=server
-                )
+                # No waiter: a plain transport's setup cannot fail after this point (asyncio
+                # awaits one that only ever gets None).
+                transport = make_socket_transport(self, conn, protocol, extra=extra, server=server)
         except (SystemExit, KeyboardInterrupt):
             conn.close()
             raise
@@ -673,11 +692,10 @@ class ConnectionMethods:
                 conn.close()
             self._report_accept_error(exc, protocol, transport)
             return
-        if server is not None:
-            server._track(raw)
-        waiter.add_done_callback(
-            functools.partial(self._accepted_transport_ready, transport, protocol)
-        )
+        if waiter is not None:
+            waiter.add_done_callback(
+                functools.partial(self._accepted_transport_ready, transport, protocol)
+            )
 
     def _accepted_transport_ready(
         self, transport: Any, protocol: Any, waiter: asyncio.Future

@@ -87,6 +87,8 @@ class DatagramTransport(NativeSocketTransport, transports.Transport, transports.
             if core._protocol_connected():
                 core.get_protocol().connection_lost(exc)
         finally:
+            # While the socket is open no other transport can own its fd number.
+            self._loop._transports.pop(self._sock_fd, None)
             self._sock.close()
             self._sock = None
             self._loop = None

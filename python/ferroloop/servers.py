@@ -12,12 +12,12 @@ design asks for it): it returns once the server is closed *and* every connection
 accepted is gone. asyncio 3.11 returned at once when the server was already closed, even
 with connections still open.
 
-Connections register themselves: a transport calls ``server._attach()`` when it is made
-and ``server._detach()`` after ``connection_lost``. ferroloop's ``SocketTransport`` and
-asyncio 3.13's transports pass themselves (``_attach(transport)``); asyncio's 3.11 and 3.12
-transports do not, so the accept path also records each transport it makes (``_track``)
-for ``close_clients``/``abort_clients``. The connection count, not the set of transports,
-decides when ``wait_closed`` returns.
+Connections register themselves: a transport calls ``server._attach(transport)`` when it
+is made and ``server._detach(transport)`` after ``connection_lost`` (ferroloop's
+``SocketTransport``, also the one under a TLS connection, as asyncio 3.13's transports do;
+a transport that passes no argument, as asyncio's 3.11 and 3.12 ones, is counted but not
+listed for ``close_clients``/``abort_clients``). The connection count, not the set of
+transports, decides when ``wait_closed`` returns.
 """
 
 from __future__ import annotations
@@ -41,9 +41,12 @@ class Server(asyncio.AbstractServer):
         self._loop = loop
         self._sockets: list[Any] | None = sockets
         self._active_count = 0  # connections attached and not yet detached
-        # Weak: a transport nobody references any more must still be collectable (and
-        # warn as unclosed), as in asyncio.
-        self._clients: weakref.WeakSet = weakref.WeakSet()
+        # id(transport) -> weak reference. Weak: a transport nobody references any more
+        # must still be collectable (and warn as unclosed), as in asyncio. A dict of plain
+        # weak references rather than a WeakSet, whose add/discard are Python code run for
+        # every connection; an entry leaves when its transport detaches (also from the
+        # transport's __del__), and a dead one is skipped.
+        self._clients: dict[int, weakref.ref] = {}
         self._waiters: list[asyncio.Future] | None = []  # None once wait_closed is over
         self._protocol_factory = protocol_factory
         self._backlog = backlog
@@ -62,7 +65,7 @@ class Server(asyncio.AbstractServer):
         """A connection of this server was made (called by its transport)."""
         self._active_count += 1
         if transport is not None:
-            self._clients.add(transport)
+            self._clients[id(transport)] = weakref.ref(transport)
 
     def _detach(self, transport: Any = None) -> None:
         """A connection of this server is gone (called by its transport)."""
@@ -70,13 +73,9 @@ class Server(asyncio.AbstractServer):
             return  # detached twice: count it once
         self._active_count -= 1
         if transport is not None:
-            self._clients.discard(transport)
+            self._clients.pop(id(transport), None)
         if self._active_count == 0 and self._sockets is None:
             self._wakeup()
-
-    def _track(self, transport: Any) -> None:
-        """The accept path's record of a transport it made (for close/abort_clients)."""
-        self._clients.add(transport)
 
     def _wakeup(self) -> None:
         waiters = self._waiters
@@ -128,13 +127,16 @@ class Server(asyncio.AbstractServer):
 
     def close_clients(self) -> None:
         """Close every connection of this server (buffered data is still sent)."""
-        for transport in list(self._clients):
+        for transport in self._live_clients():
             transport.close()
 
     def abort_clients(self) -> None:
         """Abort every connection of this server (buffered data is dropped)."""
-        for transport in list(self._clients):
+        for transport in self._live_clients():
             transport.abort()
+
+    def _live_clients(self) -> list[Any]:
+        return [t for t in (ref() for ref in list(self._clients.values())) if t is not None]
 
     async def start_serving(self) -> None:
         """Start accepting connections, if not yet (``create_server(start_serving=False)``)."""

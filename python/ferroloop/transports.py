@@ -17,9 +17,11 @@ transport would see.
 
 from __future__ import annotations
 
+import _socket
 import logging
 import socket
 import warnings
+import weakref
 from asyncio import exceptions, futures, protocols, transports, trsock
 from typing import Any
 
@@ -33,14 +35,15 @@ _SENDFILE_FALLBACK_CHUNK = 16 * 1024
 logger = logging.getLogger("asyncio")
 
 
-def _set_nodelay(sock: socket.socket) -> None:
-    """TCP_NODELAY on TCP sockets, as asyncio sets it (small writes go out at once)."""
-    if (
-        sock.family in (socket.AF_INET, socket.AF_INET6)
-        and sock.type == socket.SOCK_STREAM
-        and sock.proto == socket.IPPROTO_TCP
-    ):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+# The int-valued family and type (``_socket.socket``'s getters): ``socket.socket``'s
+# properties convert them into enums, at a cost that showed in the connection rate. Used to
+# set TCP_NODELAY on TCP sockets, as asyncio does (small writes go out at once).
+_socket_family = _socket.socket.family.__get__
+_socket_type = _socket.socket.type.__get__
+_INET_FAMILIES = (int(socket.AF_INET), int(socket.AF_INET6))
+_SOCK_STREAM = int(socket.SOCK_STREAM)
+_IPPROTO_TCP = socket.IPPROTO_TCP
+_TCP_NODELAY = socket.TCP_NODELAY
 
 
 class NativeSocketTransport:
@@ -75,7 +78,7 @@ class NativeSocketTransport:
     def _start(self, protocol: Any, waiter: Any) -> None:
         """asyncio's order: ``connection_made`` soon, reading after it, then the waiter."""
         loop = self._loop
-        loop._transports[self._sock_fd] = self
+        loop._transports[self._sock_fd] = weakref.ref(self)
         loop.call_soon(protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
         loop.call_soon(self._core._start_reading)
@@ -179,10 +182,25 @@ class SocketTransport(NativeSocketTransport, transports.Transport):
         self, loop: Any, sock: socket.socket, protocol: Any, waiter: Any = None,
         extra: Any = None, server: Any = None,
     ) -> None:
-        super().__init__(extra)
-        self._init_socket(loop, sock)
+        # This runs once per connection, and at thousands of connections per second the
+        # Python calls themselves count: the steps of NativeSocketTransport._init_socket and
+        # _start are therefore written out here (in their order), with asyncio's TCP_NODELAY.
+        self._extra = extra = {} if extra is None else extra
+        extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            extra["sockname"] = sock.getsockname()
+        except OSError:
+            extra["sockname"] = None
+        if "peername" not in extra:
+            try:
+                extra["peername"] = sock.getpeername()
+            except OSError:
+                extra["peername"] = None
+        self._loop = loop
+        self._sock = sock
+        self._sock_fd = fd = sock.fileno()
         self._server = server
-        core = _native.TransportCore(loop, self, self._sock_fd)
+        core = _native.TransportCore(loop, self, fd)
         core._bind_callbacks()
         self._core = core
         # The per-packet methods, bound straight to the core: `transport.write(data)` is then
@@ -196,11 +214,22 @@ class SocketTransport(NativeSocketTransport, transports.Transport):
             self.writelines = core.writelines
             self.is_closing = core.is_closing
             self.is_reading = core.is_reading
+            self.close = core.close
         core.set_protocol(protocol)
         if server is not None:
             server._attach(self)
-        _set_nodelay(sock)
-        self._start(protocol, waiter)
+        if (
+            _socket_family(sock) in _INET_FAMILIES
+            and _socket_type(sock) == _SOCK_STREAM
+            and sock.proto == _IPPROTO_TCP
+        ):
+            sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        loop._transports[fd] = weakref.ref(self)
+        call_soon = loop.call_soon
+        call_soon(protocol.connection_made, self)
+        call_soon(core._start_reading)  # reading starts once connection_made() has run
+        if waiter is not None:
+            call_soon(futures._set_result_unless_cancelled, waiter, None)
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         if self._sock is not None:
@@ -236,6 +265,8 @@ class SocketTransport(NativeSocketTransport, transports.Transport):
                 core.get_protocol().connection_lost(exc)
         finally:
             waiter = core._take_empty_waiter()
+            # While the socket is open no other transport can own its fd number.
+            self._loop._transports.pop(self._sock_fd, None)
             self._sock.close()
             self._sock = None
             self._loop = None
@@ -305,7 +336,7 @@ async def _sendfile_zero_copy(
     """Hand the socket to ``sock_sendfile`` once everything written before is out, with
     reading paused meanwhile; the transport takes its fd back afterwards."""
     fd = transport._sock_fd
-    del loop._transports[fd]
+    ref = loop._transports.pop(fd)
     resume_reading = transport.is_reading()
     transport.pause_reading()
     await transport._make_empty_waiter()
@@ -315,7 +346,7 @@ async def _sendfile_zero_copy(
         transport._reset_empty_waiter()
         if resume_reading:
             transport.resume_reading()
-        loop._transports[fd] = transport
+        loop._transports[fd] = ref
 
 
 async def _sendfile_by_writes(

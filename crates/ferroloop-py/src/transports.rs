@@ -36,6 +36,10 @@ use crate::gil_cell::GilCell;
 use crate::transport_common::{propagates, Common, NativeTransport};
 use crate::watchers::{os_error, Direction};
 
+/// `asyncio.BufferedProtocol`, looked up once: `set_protocol` runs for every connection, and
+/// importing the module and reading the attribute each time cost more than the rest of it.
+static BUFFERED_PROTOCOL: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
 /// asyncio's `_SelectorTransport.max_size`: the most one read takes.
 const MAX_READ: usize = 256 * 1024;
 /// asyncio's default high-water mark (`_FlowControlMixin`).
@@ -586,8 +590,12 @@ impl TransportCore {
 
     /// asyncio's `set_protocol`: a BufferedProtocol is read into its own buffers.
     fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
-        let buffered_cls = py.import("asyncio")?.getattr("BufferedProtocol")?;
-        let (on_data, get_buffer) = if protocol.is_instance(&buffered_cls)? {
+        let buffered_cls = BUFFERED_PROTOCOL.get_or_try_init(py, || {
+            py.import("asyncio")?
+                .getattr("BufferedProtocol")
+                .map(Bound::unbind)
+        })?;
+        let (on_data, get_buffer) = if protocol.is_instance(buffered_cls.bind(py))? {
             (
                 protocol.getattr(pyo3::intern!(py, "buffer_updated"))?,
                 Some(protocol.getattr(pyo3::intern!(py, "get_buffer"))?.unbind()),
