@@ -33,47 +33,24 @@ from asyncio import sslproto
 
 import trustme
 from ferroloop.tls import NATIVE_TLS, install_fast_path
+from instructions import InstructionCounter
 
 N = 20_000
 RUNS = 5
 
 
 class _Counter:
-    """User-space instructions retired by this thread (``perf_event_open``), or wall time."""
+    """User-space instructions retired by this thread (``instructions.py``), or wall time."""
 
     def __init__(self, instructions: bool) -> None:
-        self.fd = -1
-        if not instructions:
-            return
-        import ctypes
-        import os
-
-        class Attr(ctypes.Structure):
-            _fields_ = [
-                ("type", ctypes.c_uint32), ("size", ctypes.c_uint32),
-                ("config", ctypes.c_uint64), ("sample_period", ctypes.c_uint64),
-                ("sample_type", ctypes.c_uint64), ("read_format", ctypes.c_uint64),
-                ("flags", ctypes.c_uint64), ("rest", ctypes.c_uint64 * 8),
-            ]
-
-        attr = Attr()
-        attr.type = 0  # PERF_TYPE_HARDWARE
-        attr.size = ctypes.sizeof(Attr)
-        attr.config = 1  # PERF_COUNT_HW_INSTRUCTIONS
-        attr.flags = (1 << 5) | (1 << 6)  # exclude_kernel, exclude_hv
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = libc.syscall(298, ctypes.byref(attr), 0, -1, -1, 0)  # x86_64 perf_event_open
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "perf_event_open failed")
-        self.fd = fd
-        self._read = lambda: int.from_bytes(os.read(fd, 8), "little")
+        self._counter = InstructionCounter() if instructions else None
 
     def now(self) -> float:
-        return self._read() if self.fd >= 0 else time.perf_counter()
+        return self._counter.now() if self._counter is not None else time.perf_counter()
 
     def per_request(self, start: float) -> float:
         spent = self.now() - start
-        return spent / N if self.fd >= 0 else spent / N * 1e6
+        return spent / N if self._counter is not None else spent / N * 1e6
 
 
 COUNTER = _Counter(False)
