@@ -12,6 +12,10 @@ Rows:
   (``data_received`` → ``write`` → ``close``), the client reads it and closes.
 - ``tls``: the same over TLS 1.3 (ECDSA P-256 certificate from trustme, no session
   resumption): a full handshake and ``close_notify`` both ways.
+- ``tcp_client``: the other side: the loop under test is the client, ``create_connection``
+  to a uvloop echo-and-close server in another process (8 at a time, as coroutines gathered
+  under a semaphore: that part is the same asyncio code on every loop), sends 1 byte and waits
+  for ``connection_lost``.
 
 The server is the loop under test in this process; a client process (``--client``, on uvloop
 if installed) makes the connections, 8 at a time. The figure is user-space instructions
@@ -73,6 +77,66 @@ except ImportError:
 """.replace("CONCURRENCY", str(CONCURRENCY))
 
 
+SERVER = r"""
+import asyncio
+class EchoOnceAndClose(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+    def data_received(self, data):
+        self.transport.write(data)
+        self.transport.close()
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(EchoOnceAndClose, "127.0.0.1", 0, backlog=512)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.sleep(3600)
+try:
+    import uvloop
+    uvloop.run(main())
+except ImportError:
+    asyncio.run(main())
+"""
+
+
+class SendOneByte(asyncio.Protocol):
+    """Client side: send a byte; the server answers and closes."""
+
+    def __init__(self, lost: asyncio.Future[None]) -> None:
+        self.lost = lost
+
+    def connection_made(self, transport: Any) -> None:
+        transport.write(b"x")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if exc is None:
+            self.lost.set_result(None)
+        else:
+            self.lost.set_exception(exc)
+
+
+def connect(factory: Any, n: int, port: int, counter: InstructionCounter) -> int:
+    """Make ``n`` client connections on a fresh loop; this thread's instructions meanwhile."""
+    loop = factory()
+
+    async def run() -> None:
+        sem = asyncio.Semaphore(CONCURRENCY)
+
+        async def one() -> None:
+            async with sem:
+                lost = loop.create_future()
+                await loop.create_connection(lambda: SendOneByte(lost), HOST, port)
+                await lost
+
+        await asyncio.gather(*(one() for _ in range(n)))
+
+    try:
+        start = counter.now()
+        loop.run_until_complete(asyncio.wait_for(run(), 120))
+        return counter.now() - start
+    finally:
+        loop.close()
+
+
 class EchoOnceAndClose(asyncio.Protocol):
     """Server side: echo what arrives, then close (an HTTP/1.0-style exchange)."""
 
@@ -127,29 +191,42 @@ def serve(factory: Any, n: int, server_ctx: ssl.SSLContext | None, cafile: str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--loops", default="asyncio,uvloop,rloop,ferroloop")
-    parser.add_argument("--rows", default="tcp,tls")
+    parser.add_argument("--rows", default="tcp,tls,tcp_client")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--n1", type=int, default=500)
     parser.add_argument("--n2", type=int, default=2500)
     args = parser.parse_args()
-
-    import trustme  # a benchmark dependency (requirements-dev.txt)
 
     specs = resolve_loops(parse_loop_names(args.loops))
     for spec in specs:
         if not spec.available:
             print(f"{spec.name}: unavailable ({spec.problem})")
     loops = [spec for spec in specs if spec.available]
+    info = machine_info(specs)
+    print(f"{info['python']}, {info['cpu_model']}, loops {info['loops']}")
     counter = InstructionCounter()
+    peer = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    assert peer.stdout is not None
+    peer_port = int(peer.stdout.readline())
+    try:
+        run_rows(args, loops, counter, peer_port)
+    finally:
+        peer.kill()
+        peer.wait()
+    return 0
+
+
+def run_rows(args: argparse.Namespace, loops: list[Any], counter: InstructionCounter,
+             peer_port: int) -> None:
+    import trustme  # a benchmark dependency (requirements-dev.txt)
+
     with tempfile.TemporaryDirectory() as tmp:
         ca = trustme.CA()
         server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("localhost").configure_cert(server_ctx)
         cafile = os.path.join(tmp, "ca.pem")
         ca.cert_pem.write_to_path(cafile)
-        info = machine_info(specs)
-        print(f"{info['python']}, {info['cpu_model']}, loops {info['loops']}")
-        print(f"user-space instructions of the server thread per connection, median of "
+        print(f"user-space instructions of the loop's thread per connection, median of "
               f"{args.runs} runs, (N={args.n2} − N={args.n1}) / {args.n2 - args.n1}")
         for row in args.rows.split(","):
             ctx = server_ctx if row == "tls" else None
@@ -160,8 +237,12 @@ def main() -> int:
                     if spec.name in failed:
                         continue
                     try:
-                        low = serve(spec.factory, args.n1, ctx, cafile, counter)
-                        high = serve(spec.factory, args.n2, ctx, cafile, counter)
+                        if row == "tcp_client":
+                            low = connect(spec.factory, args.n1, peer_port, counter)
+                            high = connect(spec.factory, args.n2, peer_port, counter)
+                        else:
+                            low = serve(spec.factory, args.n1, ctx, cafile, counter)
+                            high = serve(spec.factory, args.n2, ctx, cafile, counter)
                     except (NotImplementedError, RuntimeError, OSError) as exc:
                         failed[spec.name] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                         continue
@@ -175,7 +256,6 @@ def main() -> int:
                 value = statistics.median(samples[spec.name])
                 ratio = f"  {value / base:.2f}× uvloop's" if base else ""
                 print(f"  {spec.name:10s} {value:>12,.0f}{ratio}")
-    return 0
 
 
 if __name__ == "__main__":

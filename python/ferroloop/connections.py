@@ -25,7 +25,6 @@ asyncio's ``SSLProtocol`` over the socket transport (``tls.make_ssl_transport``)
 
 from __future__ import annotations
 
-import _socket
 import asyncio
 import collections
 import collections.abc
@@ -40,7 +39,7 @@ import sys
 from asyncio import trsock
 from typing import Any
 
-from .selector_events import _check_ssl_socket
+from .selector_events import _check_ssl_socket, _socket_family, _socket_type
 from .servers import Server
 from .staggered import staggered_race
 from .tls import make_ssl_transport
@@ -55,11 +54,6 @@ _PY313 = sys.version_info >= (3, 13)
 
 # asyncio's constants.ACCEPT_RETRY_DELAY: pause after accept() ran out of a system resource.
 _ACCEPT_RETRY_DELAY = 1.0
-
-# The int-valued family and type of a socket object (``_socket.socket``'s own getters;
-# ``socket.socket``'s properties wrap them in enums, which costs more than the accept).
-_socket_family = _socket.socket.family.__get__
-_socket_type = _socket.socket.type.__get__
 
 # accept() failed for lack of a system resource. Linux keeps reporting the listening
 # socket as readable, so accepting pauses for a while (as asyncio does) instead of spinning.

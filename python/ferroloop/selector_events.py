@@ -20,6 +20,7 @@ registry of transports is ``self._transports``, filled by the transports of issu
 
 from __future__ import annotations
 
+import _socket
 import errno
 import io
 import os
@@ -38,6 +39,15 @@ except ImportError:  # pragma: no cover - Python built without ssl
     ssl = None  # type: ignore[assignment]
 
 __all__ = ["SocketMethods"]
+
+# A socket's family and type as ints (``_socket.socket``'s own getters): ``socket.socket``'s
+# properties convert them into enums through ``enum.__call__``, which showed in the cost of
+# every connection (design.md §5.23).
+_socket_family = _socket.socket.family.__get__
+_socket_type = _socket.socket.type.__get__
+_INET_FAMILIES = (
+    (int(socket.AF_INET), int(socket.AF_INET6)) if socket.has_ipv6 else (int(socket.AF_INET),)
+)
 
 # asyncio's constants.SENDFILE_FALLBACK_READBUFFER_SIZE.
 _SENDFILE_FALLBACK_READBUFFER_SIZE = 1024 * 256
@@ -192,11 +202,14 @@ class SocketMethods:
     async def sock_connect(self, sock: socket.socket, address: Any) -> None:
         """Connect ``sock`` to ``address`` (host names are resolved first, as asyncio does)."""
         self._check_sock(sock)
-        if sock.family == socket.AF_INET or (
-            socket.has_ipv6 and sock.family == socket.AF_INET6
-        ):
+        if isinstance(sock, _socket.socket):
+            # The ints, not socket.socket's enum-converting properties (see _INET_FAMILIES).
+            family, type_ = _socket_family(sock), _socket_type(sock)
+        else:
+            family, type_ = sock.family, sock.type
+        if family in _INET_FAMILIES:
             resolved = await self._ensure_resolved(
-                address, family=sock.family, type=sock.type, proto=sock.proto
+                address, family=family, type=type_, proto=sock.proto
             )
             address = resolved[0][4]
         try:

@@ -17,7 +17,6 @@ transport would see.
 
 from __future__ import annotations
 
-import _socket
 import logging
 import socket
 import warnings
@@ -26,6 +25,7 @@ from asyncio import exceptions, futures, protocols, transports, trsock
 from typing import Any
 
 from . import _native
+from .selector_events import _INET_FAMILIES, _socket_family, _socket_type
 
 __all__ = ["NativeSocketTransport", "SocketTransport", "make_socket_transport", "sendfile"]
 
@@ -35,12 +35,7 @@ _SENDFILE_FALLBACK_CHUNK = 16 * 1024
 logger = logging.getLogger("asyncio")
 
 
-# The int-valued family and type (``_socket.socket``'s getters): ``socket.socket``'s
-# properties convert them into enums, at a cost that showed in the connection rate. Used to
-# set TCP_NODELAY on TCP sockets, as asyncio does (small writes go out at once).
-_socket_family = _socket.socket.family.__get__
-_socket_type = _socket.socket.type.__get__
-_INET_FAMILIES = (int(socket.AF_INET), int(socket.AF_INET6))
+# For TCP_NODELAY on TCP sockets, set as asyncio sets it (small writes go out at once).
 _SOCK_STREAM = int(socket.SOCK_STREAM)
 _IPPROTO_TCP = socket.IPPROTO_TCP
 _TCP_NODELAY = socket.TCP_NODELAY
