@@ -725,3 +725,23 @@ def test_sendfile_on_a_closing_transport(loop, data_file):
         peer.close()
 
     run(loop, main())
+
+
+@pytest.mark.parametrize("chunks", [1, 16, 17, 1500])
+def test_many_writes_in_one_batch_arrive_whole_and_in_order(loop, chunks):
+    """Writes of one callback go out together (one vectored send of up to 1024 pieces on
+    ferroloop, built on the stack up to 16): every count around those limits delivers the
+    same bytes, in order, as asyncio's one send per write."""
+    pieces = [f"<{i}:{'x' * (i % 7)}>".encode() for i in range(chunks)]
+    expected = b"".join(pieces)
+
+    async def main():
+        tr, _pr, peer = await make(loop, Recorder(), family=socket.AF_INET)
+        for piece in pieces:
+            tr.write(piece)
+        got = await read_until(loop, peer, len(expected))
+        tr.close()
+        peer.close()
+        return got
+
+    assert run(loop, main()) == expected

@@ -63,6 +63,8 @@ pub(crate) struct State {
     pub(crate) watchers: Watchers,
     /// Transports with writes queued in this batch, flushed after it (`transports.rs`).
     flush: Vec<Py<TransportCore>>,
+    /// The previous batch's list, emptied, kept for its capacity (no allocation per batch).
+    flush_spare: Vec<Py<TransportCore>>,
     /// The signal wake-up fd the loop watches while it runs (`signal.set_wakeup_fd`).
     signal_fd: Option<i32>,
     /// `loop.stats()` counters (introspect.rs).
@@ -169,17 +171,23 @@ impl LoopCore {
     /// Step 10: one vectored write per transport that was written to during the batch.
     fn flush_transports(&self, py: Python<'_>) -> PyResult<()> {
         loop {
-            let batch = std::mem::take(&mut self.state.borrow_mut(py).flush);
-            if batch.is_empty() {
-                return Ok(());
-            }
+            let mut batch = {
+                let mut st = self.state.borrow_mut(py);
+                if st.flush.is_empty() {
+                    return Ok(());
+                }
+                let spare = std::mem::take(&mut st.flush_spare);
+                std::mem::replace(&mut st.flush, spare)
+            };
             let mut result = Ok(());
             for t in &batch {
                 if result.is_ok() {
                     result = TransportCore::flush_after_batch(t.bind(py));
                 }
             }
-            drop(batch);
+            // Dropping the references may run Python code (a deallocator): no borrow held.
+            batch.clear();
+            self.state.borrow_mut(py).flush_spare = batch;
             result?;
         }
     }
@@ -805,6 +813,7 @@ impl LoopCore {
                 timers: TimerHeap::new(),
                 watchers: Watchers::default(),
                 flush: Vec::new(),
+                flush_spare: Vec::new(),
                 signal_fd: None,
                 counters: Counters::default(),
             }),
