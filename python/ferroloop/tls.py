@@ -100,8 +100,9 @@ def _fingerprint() -> str:
 
 
 def _timeout_lambda(func: Any, method: str) -> types.CodeType | None:
-    """The code of the ``lambda: self.<method>()`` that ``func`` schedules (3.11, 3.12), or
-    ``None`` when it schedules the bound method ``self.<method>`` (3.13)."""
+    """The code of the ``lambda: self.<method>()`` that ``func`` schedules (3.11, 3.12: the
+    handshake and shutdown timeouts, a full buffered read's continuation), or ``None`` when it
+    schedules the bound method ``self.<method>`` (3.13)."""
     for const in func.__code__.co_consts:
         if (
             isinstance(const, types.CodeType) and const.co_name == "<lambda>"
@@ -142,9 +143,13 @@ def _check() -> tuple[bool, str]:
                     sslproto.SSLProtocol._start_handshake, "_check_handshake_timeout"),
                 "shutdown_lambda": _timeout_lambda(
                     sslproto.SSLProtocol._start_shutdown, "_check_shutdown_timeout"),
+                "do_read_lambda": _timeout_lambda(
+                    sslproto.SSLProtocol._do_read__buffered, "_do_read"),
                 "orig_set_state": sslproto.SSLProtocol._set_state,
                 "orig_get_app_transport": sslproto.SSLProtocol._get_app_transport,
+                "orig_start_handshake": sslproto.SSLProtocol._start_handshake,
                 "orig_on_handshake_complete": sslproto.SSLProtocol._on_handshake_complete,
+                "orig_call_eof_received": sslproto.SSLProtocol._call_eof_received,
                 "orig_start_shutdown": sslproto.SSLProtocol._start_shutdown,
                 "orig_on_shutdown_complete": sslproto.SSLProtocol._on_shutdown_complete,
             },

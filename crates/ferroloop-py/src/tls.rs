@@ -422,10 +422,19 @@ impl TlsFastPath {
                         return Ok(());
                     }
                 }
-                // The buffer is full: read the rest in a later callback.
-                let do_read = p.get(pyo3::intern!(py, "_do_read"))?;
-                p.get(pyo3::intern!(py, "_loop"))?
-                    .call_method1(pyo3::intern!(py, "call_soon"), (do_read,))?;
+                // The buffer is full: read the rest in a later callback, asyncio's
+                // `lambda: self._do_read()` (3.11, 3.12) or `self._do_read` (3.13, the
+                // instance's attribute: the native method).
+                let call_soon = p
+                    .get(pyo3::intern!(py, "_loop"))?
+                    .getattr(pyo3::intern!(py, "call_soon"))?;
+                let do_read = self.lambda_or_method(
+                    py,
+                    p,
+                    &self.k(py).hs.do_read_lambda,
+                    pyo3::intern!(py, "_do_read"),
+                )?;
+                call_soon.call1((do_read,))?;
             }
             Ok(())
         })();

@@ -6,25 +6,32 @@
 //! `_call_eof_received`, `_start_shutdown`, `_do_flush`, `_do_shutdown`,
 //! `_on_shutdown_complete`, `connection_lost`, with `_set_state`, `_wakeup_waiter` and
 //! `_get_app_transport` several times), where uvloop runs the same algorithm in Cython. These
-//! are the same functions in Rust, under the same names on the same instance (bound by
-//! `tls.py`), in the same discipline as the data path in `tls.rs`: statement by statement, the
+//! are the same functions in Rust, in the same discipline as the data path in `tls.rs`. The
+//! entries called from outside (`connection_made`, `connection_lost`, and `_start_shutdown`,
+//! which `_SSLProtocolTransport.close` calls) are bound onto the instance under asyncio's
+//! names by `tls.py`; the native code calls the others directly, and asyncio's remaining
+//! Python code calls asyncio's versions of them, which do the same. Statement by statement, the
 //! same attributes of the protocol read and written at the same points, the same callbacks
 //! scheduled in the same order with the same arguments. Only the common routes are mirrored;
-//! a handshake or shutdown that fails (`_on_handshake_complete(exc)`,
-//! `_on_shutdown_complete(exc)`), a shutdown started during the handshake (`_abort`, whose
-//! signature changed in 3.13), a forbidden state transition (the `RuntimeError`), timeouts
-//! (`_check_handshake_timeout`, `_check_shutdown_timeout`), `_fatal_error` and `eof_received`
-//! are asyncio's own functions.
+//! the others call asyncio's own function from the class: a handshake or shutdown that fails
+//! (`_on_handshake_complete(exc)`, `_on_shutdown_complete(exc)`), a shutdown started during
+//! the handshake (`_abort`, whose signature changed in 3.13), a forbidden state transition
+//! (the `RuntimeError`), the call of `_call_eof_received` that delivers `eof_received` to the
+//! application (the later ones do nothing), the debug mode's `_start_handshake` and
+//! `_on_handshake_complete` (they log, and a log record names the function that made it), the
+//! timeouts (`_check_handshake_timeout`, `_check_shutdown_timeout`), `_fatal_error` and
+//! `eof_received`. Where asyncio calls one of those from inside an `except` block, it is
+//! called with that exception set as the one being handled (`handling`), so that
+//! `sys.exception()` and `exc_info=True` see it as they would.
 //!
-//! Python 3.13 changed two of the mirrored statements: the handshake and shutdown timeouts
-//! are scheduled with the bound method (`self._check_handshake_timeout`) instead of a lambda
-//! calling it. `tls.py` passes the lambda's code object when the running `sslproto` has one,
+//! Python 3.13 changed three of the mirrored statements: the handshake and shutdown timeouts
+//! and a full buffered read's continuation are scheduled with the bound method
+//! (`self._check_handshake_timeout`, ...) instead of a lambda calling it. `tls.py` passes the lambda's code object when the running `sslproto` has one,
 //! and the same function is made from it here (the code object, the module's globals and a
 //! cell holding the protocol: what executing the `lambda` expression makes), so the timer
 //! handle holds what asyncio's would.
 
 use super::{handling, is_exception, truthy, Obj, TlsFastPath};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyNameError, PySystemExit};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -41,17 +48,20 @@ pub(crate) struct HsConsts {
     /// `ssl.SSLError` and `ssl.CertificateError`.
     ssl_error: Py<PyAny>,
     cert_error: Py<PyAny>,
-    /// `asyncio.sslproto`'s globals (its `logger` is looked up there when used, as asyncio's
-    /// code does; the lambdas' globals).
+    /// `asyncio.sslproto`'s globals (the lambdas' globals).
     globals: Py<PyDict>,
     /// The code of the `lambda` `_start_handshake` / `_start_shutdown` schedule (Python 3.11
     /// and 3.12), or `None` where they schedule the bound method (3.13).
     handshake_lambda: Option<Py<PyAny>>,
     shutdown_lambda: Option<Py<PyAny>>,
+    /// The same for the `lambda: self._do_read()` of `_do_read__buffered`.
+    pub(super) do_read_lambda: Option<Py<PyAny>>,
     /// asyncio's own functions for the cold routes.
     orig_set_state: Py<PyAny>,
     orig_get_app_transport: Py<PyAny>,
+    orig_start_handshake: Py<PyAny>,
     orig_on_handshake_complete: Py<PyAny>,
+    orig_call_eof_received: Py<PyAny>,
     orig_start_shutdown: Py<PyAny>,
     orig_on_shutdown_complete: Py<PyAny>,
 }
@@ -64,7 +74,7 @@ impl HsConsts {
                 .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(name.to_owned()))
         };
         // A lambda's code: a code object with one free variable (`self`), which
-        // `timeout_callback` gives it a closure for.
+        // `lambda_or_method` gives it a closure for.
         let code_type = get("code_type")?;
         let lambda = |name: &str| -> PyResult<Option<Py<PyAny>>> {
             let v = get(name)?.into_bound(d.py());
@@ -92,9 +102,12 @@ impl HsConsts {
                 .unbind(),
             handshake_lambda: lambda("handshake_lambda")?,
             shutdown_lambda: lambda("shutdown_lambda")?,
+            do_read_lambda: lambda("do_read_lambda")?,
             orig_set_state: get("orig_set_state")?,
             orig_get_app_transport: get("orig_get_app_transport")?,
+            orig_start_handshake: get("orig_start_handshake")?,
             orig_on_handshake_complete: get("orig_on_handshake_complete")?,
+            orig_call_eof_received: get("orig_call_eof_received")?,
             orig_start_shutdown: get("orig_start_shutdown")?,
             orig_on_shutdown_complete: get("orig_on_shutdown_complete")?,
         })
@@ -118,16 +131,6 @@ fn is_in(a: &Bound<'_, PyAny>, members: &[&Py<PyAny>]) -> PyResult<bool> {
 }
 
 impl TlsFastPath {
-    /// A global of `asyncio.sslproto` (`logger`), looked up now, as the module's code does.
-    fn sslproto_global<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-        self.k(py)
-            .hs
-            .globals
-            .bind(py)
-            .get_item(name)?
-            .ok_or_else(|| PyNameError::new_err(format!("name '{name}' is not defined")))
-    }
-
     /// `sslobj.<name>()` for the protocol's current `_sslobj`: the `_ssl` object's method
     /// directly when it is the `ssl.SSLObject` the path was installed with (whose `do_handshake`,
     /// `cipher`, `compression` are one-line wrappers around it), its Python method otherwise.
@@ -154,10 +157,10 @@ impl TlsFastPath {
         p.set(name, new)
     }
 
-    /// The callback `_start_handshake` / `_start_shutdown` schedule: asyncio's `lambda` (made
-    /// from its code object with the protocol in its closure cell) or, on 3.13, the bound
-    /// method.
-    fn timeout_callback<'py>(
+    /// The callback `_start_handshake`, `_start_shutdown` or `_do_read__buffered` schedules:
+    /// asyncio's `lambda` (made from its code object with the protocol in its closure cell)
+    /// or, on 3.13, the bound method (the instance's attribute).
+    pub(super) fn lambda_or_method<'py>(
         &self,
         py: Python<'py>,
         p: &Obj<'py>,
@@ -269,25 +272,23 @@ impl TlsFastPath {
         self.start_handshake_impl(py, p)
     }
 
-    /// `SSLProtocol._start_handshake()`.
+    /// `SSLProtocol._start_handshake()`; asyncio's own in debug mode (it logs, and a log
+    /// record names the function that made it).
     pub(super) fn start_handshake_impl(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
         let k = self.k(py);
         let lp = intern!(py, "_loop");
         if truthy(&p.get(lp)?.call_method0(intern!(py, "get_debug"))?)? {
-            self.sslproto_global(py, "logger")?
-                .call_method1(intern!(py, "debug"), ("%r starts SSL handshake", &p.o))?;
-            let now = p.get(lp)?.call_method0(intern!(py, "time"))?;
-            p.set(intern!(py, "_handshake_start_time"), now)?;
-        } else {
-            p.set(
-                intern!(py, "_handshake_start_time"),
-                py.None().into_bound(py),
-            )?;
+            k.hs.orig_start_handshake.bind(py).call1((&p.o,))?;
+            return Ok(());
         }
+        p.set(
+            intern!(py, "_handshake_start_time"),
+            py.None().into_bound(py),
+        )?;
         self.set_state_to(py, p, &k.do_handshake)?;
         let call_later = p.get(lp)?.getattr(intern!(py, "call_later"))?;
         let timeout = p.get(intern!(py, "_ssl_handshake_timeout"))?;
-        let cb = self.timeout_callback(
+        let cb = self.lambda_or_method(
             py,
             p,
             &k.hs.handshake_lambda,
@@ -321,9 +322,21 @@ impl TlsFastPath {
         }
     }
 
-    /// `SSLProtocol._on_handshake_complete(None)`: the handshake succeeded.
+    /// `SSLProtocol._on_handshake_complete(None)`: the handshake succeeded. asyncio's own in
+    /// debug mode (it logs the handshake's duration): the loop's `get_debug()` is asked first
+    /// instead of after the timeout's cancellation, the state change and `getpeercert()`,
+    /// which cannot change it.
     pub(super) fn on_handshake_complete_ok(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
         let k = self.k(py);
+        if truthy(
+            &p.get(intern!(py, "_loop"))?
+                .call_method0(intern!(py, "get_debug"))?,
+        )? {
+            k.hs.orig_on_handshake_complete
+                .bind(py)
+                .call1((&p.o, py.None()))?;
+            return Ok(());
+        }
         let handle = intern!(py, "_handshake_timeout_handle");
         if !p.get(handle)?.is_none() {
             p.get(handle)?.call_method0(intern!(py, "cancel"))?;
@@ -358,17 +371,7 @@ impl TlsFastPath {
             }
             Err(err) => return Err(err),
         };
-        let lp = intern!(py, "_loop");
-        if truthy(&p.get(lp)?.call_method0(intern!(py, "get_debug"))?)? {
-            let dt = p
-                .get(lp)?
-                .call_method0(intern!(py, "time"))?
-                .sub(p.get(intern!(py, "_handshake_start_time"))?)?;
-            self.sslproto_global(py, "logger")?.call_method1(
-                intern!(py, "debug"),
-                ("%r: SSL handshake took %.1f ms", &p.o, dt.mul(1e3)?),
-            )?;
-        }
+        // (`if self._loop.get_debug(): ...`: not in debug mode, see above.)
         // self._extra.update(peercert=..., cipher=..., compression=..., ssl_object=sslobj)
         let update = p
             .get(intern!(py, "_extra"))?
@@ -399,40 +402,19 @@ impl TlsFastPath {
         self.do_read_impl(py, p)
     }
 
-    /// `SSLProtocol._call_eof_received()`.
+    /// `SSLProtocol._call_eof_received()`: nothing once the application has had its
+    /// `eof_received` (the second and third calls of a closing connection); asyncio's own for
+    /// the call that delivers it (an exception from the application's `eof_received`, and the
+    /// warning when it returns true, then carry asyncio's frame).
     pub(super) fn call_eof_received_impl(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
         let k = self.k(py);
-        let result = (|| -> PyResult<()> {
-            if eq(&p.get(intern!(py, "_app_state"))?, &k.hs.app_con_made)? {
-                p.set(intern!(py, "_app_state"), k.hs.app_eof.bind(py).clone())?;
-                let keep_open = p
-                    .get(intern!(py, "_app_protocol"))?
-                    .call_method0(intern!(py, "eof_received"))?;
-                if truthy(&keep_open)? {
-                    self.sslproto_global(py, "logger")?.call_method1(
-                        intern!(py, "warning"),
-                        ("returning true from eof_received() has no effect when using ssl",),
-                    )?;
-                }
-            }
-            Ok(())
-        })();
-        match result {
-            Err(err)
-                if !err.is_instance_of::<PyKeyboardInterrupt>(py)
-                    && !err.is_instance_of::<PySystemExit>(py) =>
-            {
-                let exc = err.into_value(py).into_bound(py).into_any();
-                handling(py, &exc, || {
-                    p.o.call_method1(
-                        intern!(py, "_fatal_error"),
-                        (&exc, "Error calling eof_received()"),
-                    )
-                })?;
-                Ok(())
-            }
-            other => other,
+        let app_state = p.get(intern!(py, "_app_state"))?;
+        if app_state.is(k.hs.app_eof.bind(py)) || app_state.is(k.hs.app_con_lost.bind(py)) {
+            // `if self._app_state == STATE_CON_MADE:` is false; nothing can raise.
+            return Ok(());
         }
+        k.hs.orig_call_eof_received.bind(py).call1((&p.o,))?;
+        Ok(())
     }
 
     /// `SSLProtocol._start_shutdown()`: natively from `WRAPPED`; asyncio's own from
@@ -458,7 +440,7 @@ impl TlsFastPath {
             .get(intern!(py, "_loop"))?
             .getattr(intern!(py, "call_later"))?;
         let timeout = p.get(intern!(py, "_ssl_shutdown_timeout"))?;
-        let cb = self.timeout_callback(
+        let cb = self.lambda_or_method(
             py,
             p,
             &k.hs.shutdown_lambda,
