@@ -452,9 +452,17 @@ class HsApp(asyncio.Protocol):
         self.echo = rng.random() < 0.5
         self.eof_result = rng.choice([None, None, True, "raise", "raise_oserror"])
 
+    on_made = ""  # what the application does in connection_made (the scenario's choice)
+
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.trace.append(("a.made", type(transport).__name__))
+        if "write" in self.on_made:
+            transport.write(b"hello")
+        if "close" in self.on_made:
+            transport.close()
+        if "abort" in self.on_made:
+            transport.abort()
 
     def data_received(self, data) -> None:
         self.trace.append(("a.data", len(data)))
@@ -502,7 +510,9 @@ class _LogTrace(logging.Handler):
 class Conn:
     """One SSLProtocol over an HsSink, with its peer SSLObject over memory BIOs."""
 
-    def __init__(self, fast: bool, seed: int, server_side: bool, peer_cert) -> None:
+    def __init__(
+        self, fast: bool, seed: int, server_side: bool, peer_cert, on_made: str = ""
+    ) -> None:
         rng = self.rng = random.Random(seed)
         self.trace: list = []
         self.reports: list = []
@@ -516,6 +526,7 @@ class Conn:
         self.hs_timeout = rng.choice([5.0, 60.0])
         self.sd_timeout = rng.choice([1.0, 30.0])
         self.app = (HsBufferedApp if rng.random() < 0.3 else HsApp)(self.trace, rng)
+        self.app.on_made = on_made
         self.waiter = loop.create_future()
         self.waiter.add_done_callback(self._waiter_done)
         pctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -622,7 +633,7 @@ def _hs_script(scenario: str, seed: int) -> list[tuple]:
     hs_rounds = [("handshake",), ("spin",), ("pump",)] * 4
     steps: list[tuple] = [("connection_made",)]
     kind, _, ending = scenario.partition(":")
-    if kind in ("server", "client"):
+    if kind in ("server", "client", "made"):
         steps += hs_rounds
         for _ in range(rng.randint(0, 3)):
             steps += [("send", rng.choice([1, 100, 20000])), ("spin",), ("pump",)]
@@ -639,8 +650,11 @@ def _hs_script(scenario: str, seed: int) -> list[tuple]:
             "close_in_hs": [("app_close",)],
             "abort_in_hs": [("app_abort",)],
         }[kind]
+    if kind == "made":  # the application closes in connection_made: the peer answers
+        ending = "peer_answers"
     steps += {
         "": [],
+        "peer_answers": [("peer_close",), ("spin",), ("pump",)],
         "client_close": [("peer_close",), ("spin",), ("pump",)],
         "client_close_then_eof": [("peer_close",), ("spin",), ("pump",), ("tcp_eof",)],
         "app_close_reply": [("app_close",), ("spin",), ("pump",), ("peer_close",)],
@@ -663,6 +677,7 @@ def _hs_run(fast: bool, scenario: str, seed: int) -> tuple:
     conn = Conn(
         fast, seed, server_side=kind not in ("client", "bad_cert"),
         peer_cert=_untrusted_cert if kind == "bad_cert" else _rsa_cert,
+        on_made=scenario.partition(":")[2] if kind == "made" else "",
     )
     old_level = asyncio_logger.level
     asyncio_logger.addHandler(conn.log)
@@ -736,7 +751,7 @@ _HS_SCENARIOS = [
     "server:app_close_lost", "server:both_close", "server:tcp_eof", "server:reset",
     "server:write_after_close", "client:client_close", "client:app_close_reply",
     "client:app_close_timeout", "garbage", "bad_cert", "mid_eof", "mid_lost", "hs_timeout",
-    "close_in_hs", "abort_in_hs",
+    "close_in_hs", "abort_in_hs", "made:close", "made:write_close", "made:abort",
 ]
 
 
