@@ -334,3 +334,507 @@ def test_native_path_matches_asyncio(seed, buffered):
     assert p_data == n_data
     assert p_answer == n_answer
     assert p_reports == n_reports
+
+
+# --- The handshake and shutdown (tls/hs.rs) ------------------------------------------------
+#
+# One SSLProtocol (server or client side, plain or native) and its peer SSLObject, from
+# connection_made to connection_lost, on a loop that traces every call_soon/call_later (with a
+# description of the callback: asyncio's lambdas by code and closure, bound methods by owner and
+# name), every timer cancellation and the waiter's outcome, with a fake clock (timeouts fire when
+# the script advances it). Everything the transport, the application, the exception handler and
+# asyncio's logger see is compared, with the protocol's state after each step. RSA certificates:
+# their signatures have a fixed size, so the handshake's records are the same size in both runs
+# and are compared too.
+
+import logging
+import re
+import sys
+import types
+
+_rsa_ca = trustme.CA(key_type=trustme.KeyType.RSA)
+_rsa_cert = _rsa_ca.issue_cert("localhost", key_type=trustme.KeyType.RSA)
+_untrusted_ca = trustme.CA(key_type=trustme.KeyType.RSA)
+_untrusted_cert = _untrusted_ca.issue_cert("localhost", key_type=trustme.KeyType.RSA)
+
+
+def _describe(cb, proto) -> tuple:
+    """What a scheduled callback is, independent of the run."""
+    if isinstance(cb, types.FunctionType):
+        cells = tuple(
+            "proto" if c.cell_contents is proto else type(c.cell_contents).__name__
+            for c in cb.__closure__ or ()
+        )
+        return (
+            "function", cb.__module__, cb.__qualname__, cb.__code__.co_firstlineno, cells,
+            cb.__globals__ is vars(sys.modules[cb.__module__]), cb.__defaults__,
+        )
+    owner = getattr(cb, "__self__", None)
+    # A method of the protocol, asyncio's or the native one bound onto it.
+    who = "proto" if owner is proto or type(owner).__name__ == "TlsFastPath" else (
+        type(owner).__name__
+    )
+    return ("method", who, getattr(cb, "__name__", type(cb).__name__))
+
+
+class _TracedTimer(asyncio.TimerHandle):
+    __slots__ = ()
+
+    def cancel(self) -> None:
+        if not self._cancelled:
+            self._loop.trace.append(("timer.cancel", _describe(self._callback, self._loop.proto)))
+        super().cancel()
+
+
+class HsLoop(asyncio.SelectorEventLoop):
+    """asyncio's loop with a fake clock, tracing what is scheduled on it."""
+
+    def __init__(self, trace: list) -> None:
+        super().__init__()
+        self.trace = trace
+        self.clock = 1000.0
+        self.proto = None
+
+    def time(self) -> float:
+        return self.clock
+
+    def call_soon(self, callback, *args, context=None):
+        self.trace.append(
+            ("loop.call_soon", _describe(callback, self.proto),
+             tuple(type(a).__name__ for a in args))
+        )
+        return super().call_soon(callback, *args, context=context)
+
+    def call_later(self, delay, callback, *args, context=None):
+        self.trace.append(("loop.call_later", delay, _describe(callback, self.proto)))
+        handle = super().call_later(delay, callback, *args, context=context)
+        handle.__class__ = _TracedTimer
+        return handle
+
+
+class HsSink(Sink):
+    """The transport under the protocol; closing it loses the connection soon, as a socket
+    transport's does."""
+
+    def __init__(self, trace: list, loop) -> None:
+        super().__init__(trace)
+        self.loop = loop
+        self.protocol = None
+        self.lost = False
+
+    def _lose(self, exc) -> None:
+        if not self.lost:
+            self.lost = True
+            self.loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc) -> None:
+        self.trace.append(("t.connection_lost", type(exc).__name__))
+        self.protocol.connection_lost(exc)
+
+    def close(self) -> None:
+        super().close()
+        self._lose(None)
+
+    def abort(self) -> None:
+        super().abort()
+        self._lose(None)
+
+    def _force_close(self, exc) -> None:
+        self.trace.append(("t.force_close", type(exc).__name__, str(exc)))
+        self.closing = True
+        self._lose(exc)
+
+
+class HsApp(asyncio.Protocol):
+    def __init__(self, trace: list, rng: random.Random) -> None:
+        self.trace = trace
+        self.transport = None
+        self.echo = rng.random() < 0.5
+        self.eof_result = rng.choice([None, None, True, "raise", "raise_oserror"])
+
+    on_made = ""  # what the application does in connection_made (the scenario's choice)
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.trace.append(("a.made", type(transport).__name__))
+        if "write" in self.on_made:
+            transport.write(b"hello")
+        if "close" in self.on_made:
+            transport.close()
+        if "abort" in self.on_made:
+            transport.abort()
+
+    def data_received(self, data) -> None:
+        self.trace.append(("a.data", len(data)))
+        if self.echo:
+            self.transport.write(data)
+
+    def eof_received(self):
+        self.trace.append(("a.eof",))
+        if self.eof_result == "raise":
+            raise RuntimeError("eof_received failed")
+        if self.eof_result == "raise_oserror":
+            raise ConnectionResetError("eof_received failed")
+        return self.eof_result
+
+    def connection_lost(self, exc) -> None:
+        self.trace.append(("a.lost", type(exc).__name__, str(exc)))
+
+
+class HsBufferedApp(HsApp, asyncio.BufferedProtocol):
+    """A BufferedProtocol application with a small buffer: a record fills it, and the rest is
+    read in a callback the protocol schedules (asyncio's lambda on 3.11/3.12)."""
+
+    def __init__(self, trace: list, rng: random.Random) -> None:
+        super().__init__(trace, rng)
+        self.buf = bytearray(rng.choice([2000, 16000]))
+
+    def get_buffer(self, sizehint):
+        return memoryview(self.buf)
+
+    def buffer_updated(self, nbytes) -> None:
+        self.data_received(bytes(self.buf[:nbytes]))
+
+
+class _LogTrace(logging.Handler):
+    def __init__(self, trace: list) -> None:
+        super().__init__(logging.DEBUG)
+        self.trace = trace
+
+    def emit(self, record) -> None:
+        message = re.sub(r"0x[0-9a-f]+", "0x?", record.getMessage())
+        exc = record.exc_info[1] if record.exc_info else None
+        self.trace.append(("log", record.levelname, message, type(exc).__name__))
+
+
+class Conn:
+    """One SSLProtocol over an HsSink, with its peer SSLObject over memory BIOs."""
+
+    def __init__(
+        self, fast: bool, seed: int, server_side: bool, peer_cert, on_made: str = ""
+    ) -> None:
+        rng = self.rng = random.Random(seed)
+        self.trace: list = []
+        self.reports: list = []
+        loop = self.loop = HsLoop(self.trace)
+        loop.set_debug(seed % 3 == 0)
+        loop.set_exception_handler(
+            lambda lp, ctx: self.trace.append(
+                ("exception_handler", ctx["message"], type(ctx.get("exception")).__name__)
+            )
+        )
+        self.hs_timeout = rng.choice([5.0, 60.0])
+        self.sd_timeout = rng.choice([1.0, 30.0])
+        self.app = (HsBufferedApp if rng.random() < 0.3 else HsApp)(self.trace, rng)
+        self.app.on_made = on_made
+        self.waiter = loop.create_future()
+        self.waiter.add_done_callback(self._waiter_done)
+        pctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        peer_cert.configure_cert(pctx)
+        cctx = ssl.create_default_context()
+        _rsa_ca.configure_trust(cctx)
+        if server_side:
+            ctx, pctx = pctx, cctx
+        else:
+            ctx = cctx
+        self.proto = sslproto.SSLProtocol(
+            loop, self.app, ctx, self.waiter, server_side,
+            None if server_side else "localhost",
+            ssl_handshake_timeout=self.hs_timeout, ssl_shutdown_timeout=self.sd_timeout,
+        )
+        loop.proto = self.proto
+        if fast:
+            assert tls.install_fast_path(self.proto)
+            assert type(self.proto.__dict__["connection_made"]).__name__ == (
+                "builtin_function_or_method"
+            )
+        else:
+            assert "connection_made" not in self.proto.__dict__
+        self.sink = HsSink(self.trace, loop)
+        self.sink.protocol = self.proto
+        self.pin, self.pout = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.peer = pctx.wrap_bio(
+            self.pin, self.pout, server_side=not server_side,
+            server_hostname="localhost" if server_side else None,
+        )
+        self.app_transport = self.proto._app_transport
+        self.log = _LogTrace(self.trace)
+
+    def _waiter_done(self, fut) -> None:
+        self.trace.append(
+            ("waiter", "cancelled" if fut.cancelled() else type(fut.exception()).__name__)
+        )
+
+    def feed(self, data: bytes) -> None:
+        """Ciphertext into the protocol through get_buffer/buffer_updated, in seeded pieces."""
+        while data:
+            piece = self.rng.choice([1, 7, 100, 517, 4096, 70_000])
+            chunk, data = data[:piece], data[piece:]
+            buf = self.proto.get_buffer(-1)
+            n = min(len(chunk), len(buf))
+            buf[:n] = chunk[:n]
+            self.trace.append(("feed", n))
+            self.proto.buffer_updated(n)
+            data = chunk[n:] + data
+
+    def pump(self) -> None:
+        """The protocol's records to the peer, which reads what it can."""
+        for record in self.sink.records:
+            self.pin.write(record)
+        self.sink.records.clear()
+        while True:
+            try:
+                chunk = self.peer.read(1 << 20)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLError as exc:
+                self.trace.append(("peer.error", type(exc).__name__))
+                break
+            if not chunk:
+                self.trace.append(("peer.eof",))
+                break
+            self.trace.append(("peer.data", len(chunk)))
+
+    def peer_handshake(self) -> None:
+        try:
+            self.peer.do_handshake()
+            self.trace.append(("peer.handshake_done",))
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            self.trace.append(("peer.error", type(exc).__name__))
+        self.feed(self.pout.read())
+
+    def spin(self, n: int = 2) -> None:
+        """n iterations of the loop (the stop is scheduled past the trace)."""
+        for _ in range(n):
+            asyncio.BaseEventLoop.call_soon(self.loop, self.loop.stop)
+            self.loop.run_forever()
+
+    def state(self) -> tuple:
+        p = self.proto
+        return (
+            p._state.name, p._app_state.name, p._conn_lost, p._eof_received,
+            p._handshake_timeout_handle is None, p._shutdown_timeout_handle is None,
+            p._waiter is None, p._transport is None, p._app_protocol is None,
+            self.app_transport._closed, self.sink.closing,
+        )
+
+    def extra(self) -> tuple:
+        e = self.proto._extra
+        return tuple(
+            (k, v if k not in ("sslcontext", "ssl_object") else type(v).__name__)
+            for k, v in e.items()
+        )
+
+
+def _hs_script(scenario: str, seed: int) -> list[tuple]:
+    rng = random.Random(seed * 31 + 7)
+    hs_rounds = [("handshake",), ("spin",), ("pump",)] * 4
+    steps: list[tuple] = [("connection_made",)]
+    kind, _, ending = scenario.partition(":")
+    if kind in ("server", "client", "made"):
+        steps += hs_rounds
+        for _ in range(rng.randint(0, 3)):
+            steps += [("send", rng.choice([1, 100, 20000])), ("spin",), ("pump",)]
+    elif kind == "garbage":
+        steps += [("garbage",), ("spin",), ("pump",)]
+    elif kind == "bad_cert":
+        steps += hs_rounds
+    else:  # something happens during the handshake
+        steps += [("handshake",), ("spin",)][: rng.choice([0, 2])]
+        steps += {
+            "mid_eof": [("tcp_eof",)],
+            "mid_lost": [("lost", rng.choice([None, "reset"]))],
+            "hs_timeout": [("advance", "hs")],
+            "close_in_hs": [("app_close",)],
+            "abort_in_hs": [("app_abort",)],
+        }[kind]
+    if kind == "made":  # the application closes in connection_made: the peer answers
+        ending = "peer_answers"
+    steps += {
+        "": [],
+        "peer_answers": [("peer_close",), ("spin",), ("pump",)],
+        "client_close": [("peer_close",), ("spin",), ("pump",)],
+        "client_close_then_eof": [("peer_close",), ("spin",), ("pump",), ("tcp_eof",)],
+        "app_close_reply": [("app_close",), ("spin",), ("pump",), ("peer_close",)],
+        "app_close_timeout": [("app_close",), ("spin",), ("pump",), ("advance", "sd")],
+        "app_close_abort": [("app_close",), ("spin",), ("pump",), ("app_abort",)],
+        "app_close_eof": [("app_close",), ("spin",), ("pump",), ("tcp_eof",)],
+        "app_close_lost": [("app_close",), ("spin",), ("lost", "reset")],
+        "both_close": [("app_close",), ("peer_close",), ("spin",), ("pump",)],
+        "tcp_eof": [("tcp_eof",)],
+        "reset": [("lost", "reset")],
+        "write_after_close": [("app_close",), ("app_write",), ("peer_close",)],
+    }[ending]
+    steps += [("spin",), ("pump",), ("advance", "both"), ("spin",)]
+    return steps
+
+
+def _hs_run(fast: bool, scenario: str, seed: int) -> tuple:
+    kind = scenario.partition(":")[0]
+    asyncio_logger = logging.getLogger("asyncio")
+    conn = Conn(
+        fast, seed, server_side=kind not in ("client", "bad_cert"),
+        peer_cert=_untrusted_cert if kind == "bad_cert" else _rsa_cert,
+        on_made=scenario.partition(":")[2] if kind == "made" else "",
+    )
+    old_level = asyncio_logger.level
+    asyncio_logger.addHandler(conn.log)
+    asyncio_logger.setLevel(logging.DEBUG)
+    states = []
+    try:
+        for step in _hs_script(scenario, seed):
+            conn.trace.append(("step",) + step)
+            what = step[0]
+            if what == "connection_made":
+                conn.proto.connection_made(conn.sink)
+            elif what == "handshake":
+                conn.peer_handshake()
+            elif what == "send":
+                try:
+                    conn.peer.write(b"d" * step[1])
+                except ssl.SSLError as exc:
+                    conn.trace.append(("peer.error", type(exc).__name__))
+                conn.feed(conn.pout.read())
+            elif what == "garbage":
+                conn.feed(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            elif what == "peer_close":
+                try:
+                    conn.peer.unwrap()
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError as exc:
+                    conn.trace.append(("peer.error", type(exc).__name__))
+                conn.feed(conn.pout.read())
+            elif what == "tcp_eof":
+                keep_open = conn.proto.eof_received()
+                conn.trace.append(("eof_received ->", keep_open))
+                if not keep_open:
+                    conn.sink.close()
+            elif what == "lost":
+                # The transport loses the connection (the peer reset it, or it just ended).
+                exc = ConnectionResetError("reset by peer") if step[1] == "reset" else None
+                conn.sink.closing = True
+                conn.sink._lose(exc)
+            elif what == "app_close":
+                conn.app_transport.close()
+            elif what == "app_abort":
+                conn.app_transport.abort()
+            elif what == "app_write":
+                conn.app_transport.write(b"late")
+            elif what == "advance":
+                delay = {"hs": conn.hs_timeout, "sd": conn.sd_timeout, "both": 100.0}[step[1]]
+                conn.loop.clock += delay + 0.5
+                conn.spin(1)
+            elif what == "spin":
+                conn.spin()
+            elif what == "pump":
+                conn.pump()
+            conn.spin(1)
+            states.append(conn.state())
+        conn.spin(3)
+        if not conn.sink.lost:
+            conn.sink._lose(None)
+            conn.spin(3)
+        states.append(conn.state())
+        return conn.trace, states, conn.extra()
+    finally:
+        asyncio_logger.removeHandler(conn.log)
+        asyncio_logger.setLevel(old_level)
+        conn.loop.close()
+
+
+_HS_SCENARIOS = [
+    "server:client_close", "server:client_close_then_eof", "server:app_close_reply",
+    "server:app_close_timeout", "server:app_close_abort", "server:app_close_eof",
+    "server:app_close_lost", "server:both_close", "server:tcp_eof", "server:reset",
+    "server:write_after_close", "client:client_close", "client:app_close_reply",
+    "client:app_close_timeout", "garbage", "bad_cert", "mid_eof", "mid_lost", "hs_timeout",
+    "close_in_hs", "abort_in_hs", "made:close", "made:write_close", "made:abort",
+]
+
+
+def _assert_same(plain, native) -> None:
+    p_trace, p_states, p_extra = plain
+    n_trace, n_states, n_extra = native
+    for i, (a, b) in enumerate(zip(p_trace, n_trace)):
+        assert a == b, (i, p_trace[max(0, i - 10):i + 3], n_trace[max(0, i - 10):i + 3])
+    assert len(p_trace) == len(n_trace), (p_trace[len(n_trace):], n_trace[len(p_trace):])
+    assert p_states == n_states
+    assert p_extra == n_extra
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("scenario", _HS_SCENARIOS)
+def test_handshake_and_shutdown_match_asyncio(scenario, seed):
+    _assert_same(_hs_run(False, scenario, seed), _hs_run(True, scenario, seed))
+
+
+def _covers(scenario: str, trace: list) -> bool:
+    """Whether a run of the scenario went down the path it is named after."""
+    kinds = {e[0] for e in trace}
+    messages = {e[2] for e in trace if e[0] == "log"} | {
+        e[1] for e in trace if e[0] == "exception_handler"
+    }
+    forced = {e[2] for e in trace if e[0] == "t.force_close"}
+    checks = [scenario.startswith(("server:", "client:")) <= (
+        ("a.made", "_SSLProtocolTransport") in trace and ("waiter", "NoneType") in trace
+        and "a.lost" in kinds
+    )]
+    if scenario == "bad_cert":
+        checks.append(("waiter", "SSLCertVerificationError") in trace)
+        checks.append(any(
+            m.endswith("SSL handshake failed on verifying the certificate") for m in messages
+        ))
+    if scenario == "garbage":
+        checks.append(("waiter", "SSLError") in trace)
+    if scenario == "hs_timeout":
+        checks.append(any(m.startswith("SSL handshake is taking longer than") for m in forced))
+    if scenario in ("mid_eof", "mid_lost"):
+        checks.append(("waiter", "NoneType") not in trace and any(
+            e[0] == "waiter" for e in trace))
+    if scenario.endswith("app_close_timeout"):
+        checks.append("SSL shutdown timed out" in forced)
+    if ":client_close" in scenario:
+        checks.append("a.eof" in kinds)
+    if scenario.endswith("app_close_reply"):
+        checks.append("peer.eof" in kinds and ("t.close",) in trace)
+    if scenario.endswith("both_close"):
+        checks.append(("t.close",) in trace)
+    if scenario.endswith("app_close_abort"):
+        checks.append(("t.abort",) in trace or any(e[0] == "t.force_close" for e in trace))
+    return all(checks)
+
+
+@pytest.mark.parametrize("scenario", _HS_SCENARIOS)
+def test_handshake_scenarios_cover_their_paths(scenario):
+    """Each scenario goes, for some of the seeds compared above, down the path it is named
+    after (handshake success, failure, timeout, the shutdown's variants), so that the
+    comparison covers it; the debug-mode seeds log the handshake's start and duration."""
+    runs = [_hs_run(False, scenario, seed)[0] for seed in range(6)]
+    assert any(_covers(scenario, trace) for trace in runs)
+    if scenario.startswith("server:"):
+        assert any("SSL handshake took" in e[2] for e in runs[0] if e[0] == "log")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_handshake_and_shutdown_random_scenarios(seed):
+    scenario = random.Random(seed).choice(_HS_SCENARIOS)
+    _assert_same(_hs_run(False, scenario, 1000 + seed), _hs_run(True, scenario, 1000 + seed))
+
+
+def test_handshake_native_methods_are_bound():
+    """The comparison above compares asyncio with the native code, not with itself."""
+    loop = asyncio.new_event_loop()
+    try:
+        sctx, _ = _contexts()
+        proto = sslproto.SSLProtocol(loop, asyncio.Protocol(), sctx, None, server_side=True)
+        assert tls.install_fast_path(proto)
+        for name in ("connection_made", "connection_lost", "_start_shutdown"):
+            assert type(proto.__dict__[name].__self__).__name__ == "TlsFastPath", name
+        proto2 = sslproto.SSLProtocol(loop, asyncio.Protocol(), sctx, None, server_side=True)
+        assert tls.install_fast_path(proto2, native_connection_lost=False)
+        assert "connection_lost" not in proto2.__dict__
+    finally:
+        loop.close()

@@ -43,8 +43,8 @@ except ImportError:  # pragma: no cover - Python built without ssl
 
 __all__ = ["NATIVE_TLS", "NATIVE_TLS_REASON", "install_fast_path", "make_ssl_transport", "start_tls"]
 
-# The functions of asyncio.sslproto whose logic tls.rs mirrors or relies on (the attributes
-# they set and read, the helpers they call).
+# The functions of asyncio.sslproto whose logic tls.rs (data path) and tls/hs.rs (handshake
+# and shutdown) mirror or rely on (the attributes they set and read, the helpers they call).
 _MIRRORED = (
     ("SSLProtocol", "__init__"), ("SSLProtocol", "_set_app_protocol"),
     ("SSLProtocol", "get_buffer"), ("SSLProtocol", "buffer_updated"),
@@ -54,15 +54,32 @@ _MIRRORED = (
     ("SSLProtocol", "_control_app_writing"), ("SSLProtocol", "_control_ssl_reading"),
     ("SSLProtocol", "_get_write_buffer_size"), ("SSLProtocol", "_get_read_buffer_size"),
     ("_SSLProtocolTransport", "__init__"), ("_SSLProtocolTransport", "write"),
+    # The handshake and shutdown.
+    ("SSLProtocol", "connection_made"), ("SSLProtocol", "connection_lost"),
+    ("SSLProtocol", "_start_handshake"), ("SSLProtocol", "_do_handshake"),
+    ("SSLProtocol", "_on_handshake_complete"), ("SSLProtocol", "_call_eof_received"),
+    ("SSLProtocol", "_start_shutdown"), ("SSLProtocol", "_do_flush"),
+    ("SSLProtocol", "_do_shutdown"), ("SSLProtocol", "_on_shutdown_complete"),
+    ("SSLProtocol", "_wakeup_waiter"), ("SSLProtocol", "_get_app_transport"),
+    ("SSLProtocol", "_set_state"),
 )
-# _fingerprint() of asyncio 3.11.7, 3.12.1 and 3.13.0 (their hot paths are the same code).
-_KNOWN_FINGERPRINTS = frozenset({"d773ee7d144bc27c"})
+# The methods of ssl.SSLObject whose one-line bodies (a call of its ``_sslobj``) the native
+# code makes directly.
+_SSLOBJECT_MIRRORED = (
+    "read", "write", "pending", "do_handshake", "getpeercert", "cipher", "compression", "unwrap",
+)
+# _fingerprint() of asyncio 3.11.7 and 3.12.1 (the same sslproto.py), and of 3.13.0 (which
+# schedules the handshake and shutdown timeouts and a buffered read's continuation with bound
+# methods instead of lambdas; tls/hs.rs makes whichever the running version makes).
+_KNOWN_FINGERPRINTS = frozenset({"6bbdf3f06b9ae695", "72abc4ef31573445"})
 
 
 def _code_names(code: types.CodeType) -> set[str]:
     names = set(code.co_names)
+    names.add("(" + ",".join(code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]))
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
+            names.add("<code " + const.co_name + " " + ",".join(const.co_freevars))
             names |= _code_names(const)
         elif isinstance(const, str) and "\n" not in const:  # docstrings differ in indentation
             names.add("'" + const)
@@ -70,14 +87,31 @@ def _code_names(code: types.CodeType) -> set[str]:
 
 
 def _fingerprint() -> str:
-    """What the mirrored functions of ``asyncio.sslproto`` refer to: every attribute, global
-    and string constant (nested functions included), hashed. A change to their logic that
-    touches another attribute or message changes it."""
+    """What the mirrored functions of ``asyncio.sslproto`` (and the ``ssl.SSLObject`` methods
+    bypassed) refer to: every attribute, global and string constant (nested functions
+    included, with their names and free variables), and their parameters, hashed. A change to
+    their logic that touches another attribute, message or parameter changes it."""
     digest = hashlib.sha256()
-    for cls_name, name in _MIRRORED:
-        code = getattr(getattr(sslproto, cls_name), name).__code__
-        digest.update(repr((name, sorted(_code_names(code)))).encode())
+    functions = [(name, getattr(getattr(sslproto, cls), name)) for cls, name in _MIRRORED]
+    functions += [("SSLObject." + name, getattr(ssl.SSLObject, name)) for name in _SSLOBJECT_MIRRORED]
+    for name, func in functions:
+        digest.update(repr((name, sorted(_code_names(func.__code__)))).encode())
     return digest.hexdigest()[:16]
+
+
+def _timeout_lambda(func: Any, method: str) -> types.CodeType | None:
+    """The code of the ``lambda: self.<method>()`` that ``func`` schedules (3.11, 3.12: the
+    handshake and shutdown timeouts, a full buffered read's continuation), or ``None`` when it
+    schedules the bound method ``self.<method>`` (3.13)."""
+    for const in func.__code__.co_consts:
+        if (
+            isinstance(const, types.CodeType) and const.co_name == "<lambda>"
+            and const.co_freevars == ("self",) and method in const.co_names
+        ):
+            return const
+    if method not in func.__code__.co_names:
+        raise ValueError(f"{func.__qualname__} schedules no {method}")
+    return None
 
 
 def _check() -> tuple[bool, str]:
@@ -95,6 +129,30 @@ def _check() -> tuple[bool, str]:
             sslproto.SSLProtocol._control_app_writing,
             sslproto.SSLProtocol._control_ssl_reading, sslproto.SSLProtocol.get_buffer,
             sslproto._SSLProtocolTransport.write, SocketTransport,
+            {
+                "unwrapped": states.UNWRAPPED,
+                "app_init": sslproto.AppProtocolState.STATE_INIT,
+                "app_con_made": sslproto.AppProtocolState.STATE_CON_MADE,
+                "app_eof": sslproto.AppProtocolState.STATE_EOF,
+                "app_con_lost": sslproto.AppProtocolState.STATE_CON_LOST,
+                "ssl_error": ssl.SSLError,
+                "cert_error": ssl.CertificateError,
+                "globals": vars(sslproto),
+                "code_type": types.CodeType,
+                "handshake_lambda": _timeout_lambda(
+                    sslproto.SSLProtocol._start_handshake, "_check_handshake_timeout"),
+                "shutdown_lambda": _timeout_lambda(
+                    sslproto.SSLProtocol._start_shutdown, "_check_shutdown_timeout"),
+                "do_read_lambda": _timeout_lambda(
+                    sslproto.SSLProtocol._do_read__buffered, "_do_read"),
+                "orig_set_state": sslproto.SSLProtocol._set_state,
+                "orig_get_app_transport": sslproto.SSLProtocol._get_app_transport,
+                "orig_start_handshake": sslproto.SSLProtocol._start_handshake,
+                "orig_on_handshake_complete": sslproto.SSLProtocol._on_handshake_complete,
+                "orig_call_eof_received": sslproto.SSLProtocol._call_eof_received,
+                "orig_start_shutdown": sslproto.SSLProtocol._start_shutdown,
+                "orig_on_shutdown_complete": sslproto.SSLProtocol._on_shutdown_complete,
+            },
         )
     except Exception as exc:  # noqa: BLE001 - any surprise means: do not use it
         return False, f"asyncio.sslproto is not as expected: {exc!r}"
@@ -130,12 +188,21 @@ def _prime_allocator() -> None:
     bytearray(2 * sslproto.SSLProtocol.max_size)
 
 
-def install_fast_path(ssl_protocol: Any) -> bool:
-    """Bind the native data path onto one fresh ``SSLProtocol`` (and its app transport).
+def install_fast_path(ssl_protocol: Any, *, native_connection_lost: bool = True) -> bool:
+    """Bind the native data path, handshake and shutdown onto one fresh ``SSLProtocol`` (and
+    ``write`` onto its app transport).
 
     Only for an exact ``ssl.SSLObject`` over ``ssl.MemoryBIO``s (a custom
     ``SSLContext.sslobject_class`` keeps asyncio's Python path, which calls its methods).
     Returns whether it was installed.
+
+    The native methods hold the protocol by weak reference, so a native bound method kept by
+    someone who does not also keep the protocol would find it gone. Only ``connection_lost``
+    is at risk: a TLS transport under this protocol (TLS over TLS) schedules
+    ``call_soon(self._app_protocol.connection_lost, exc)`` and then drops the protocol. So
+    ``native_connection_lost`` is false unless the transport under it is ferroloop's socket
+    transport (which looks the method up on the protocol it holds when it calls it), and
+    ``connection_lost`` then stays asyncio's.
     """
     if not NATIVE_TLS:
         return False
@@ -161,6 +228,14 @@ def install_fast_path(ssl_protocol: Any) -> bool:
     ssl_protocol._control_app_writing = fast._control_app_writing
     ssl_protocol._control_ssl_reading = fast._control_ssl_reading
     ssl_protocol._write_appdata = fast._write_appdata
+    # The handshake and shutdown: only the entries called from outside the native code (by the
+    # transport under it, and _SSLProtocolTransport.close); the native code calls the other
+    # mirrored functions directly, and asyncio's remaining code (eof_received, _abort, the
+    # timeouts, the failure paths) calls asyncio's, which do the same.
+    ssl_protocol.connection_made = fast.connection_made
+    if native_connection_lost:
+        ssl_protocol.connection_lost = fast.connection_lost
+    ssl_protocol._start_shutdown = fast._start_shutdown
     app_transport.write = fast.app_write
     return True
 
@@ -218,7 +293,7 @@ async def start_tls(
         ssl_shutdown_timeout=ssl_shutdown_timeout,
         call_connection_made=False,
     )
-    install_fast_path(ssl_protocol)
+    install_fast_path(ssl_protocol, native_connection_lost=type(transport) is SocketTransport)
     transport.pause_reading()
     transport.set_protocol(ssl_protocol)
     conmade_cb = loop.call_soon(ssl_protocol.connection_made, transport)

@@ -32,6 +32,8 @@
 //! adds no reference cycle: once `connection_lost` has run, the protocol is freed by
 //! reference counting as asyncio's is.
 
+mod hs;
+
 use std::os::raw::c_char;
 
 use crate::transports::TransportCore;
@@ -63,6 +65,8 @@ pub(crate) struct TlsConsts {
     /// `ferroloop.transports.SocketTransport`: an instance of exactly this class has its
     /// core's `write` as its `write`, which is then called without a Python call.
     socket_transport: Py<PyAny>,
+    /// What the handshake and shutdown mirror (`tls/hs.rs`) needs.
+    hs: hs::HsConsts,
 }
 
 #[pymethods]
@@ -82,8 +86,9 @@ impl TlsConsts {
         orig_get_buffer: Py<PyAny>,
         orig_app_write: Py<PyAny>,
         socket_transport: Py<PyAny>,
-    ) -> Self {
-        Self {
+        hs: &Bound<'_, PyDict>,
+    ) -> PyResult<Self> {
+        Ok(Self {
             do_handshake,
             wrapped,
             flushing,
@@ -96,7 +101,8 @@ impl TlsConsts {
             orig_get_buffer,
             orig_app_write,
             socket_transport,
-        }
+            hs: hs::HsConsts::new(hs)?,
+        })
     }
 }
 
@@ -107,7 +113,10 @@ pub(crate) struct TlsFastPath {
     app: Py<PyWeakrefReference>,
     incoming: Py<PyAny>,
     outgoing: Py<PyAny>,
-    /// The `SSLObject`'s `_ssl._SSLSocket`, and its bound methods.
+    /// The protocol's `ssl.SSLObject` when the path was installed, its `_ssl._SSLSocket`, and
+    /// the latter's bound methods.
+    sslobj: Py<PyAny>,
+    ssl_sock: Py<PyAny>,
     ssl_read: Py<PyAny>,
     ssl_write: Py<PyAny>,
     ssl_pending: Py<PyAny>,
@@ -126,6 +135,29 @@ pub(crate) struct TlsFastPath {
 /// `SystemExit` or another bare `BaseException`).
 fn is_exception(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PyException>(py)
+}
+
+/// `f()` run as inside Python's `except` block that caught `exc`: `exc` is the exception
+/// being handled (`sys.exception()`, what `logger.debug(..., exc_info=True)` in asyncio's
+/// `_fatal_error` logs) for the duration, and the previous one is restored afterwards.
+fn handling<T>(
+    py: Python<'_>,
+    exc: &Bound<'_, PyAny>,
+    f: impl FnOnce() -> PyResult<T>,
+) -> PyResult<T> {
+    // SAFETY: the GIL is held (`py`); PyErr_GetHandledException returns a new reference or
+    // NULL, PyErr_SetHandledException takes its own reference to its argument (NULL clears).
+    let prev = unsafe {
+        let prev = ffi::PyErr_GetHandledException();
+        ffi::PyErr_SetHandledException(exc.as_ptr());
+        Bound::from_owned_ptr_or_opt(py, prev)
+    };
+    let result = f();
+    // SAFETY: as above; `prev` keeps its own reference until after the call.
+    unsafe {
+        ffi::PyErr_SetHandledException(prev.as_ref().map_or(std::ptr::null_mut(), |e| e.as_ptr()));
+    }
+    result
 }
 
 /// A Python object's truth value, as an `if` would see it.
@@ -232,32 +264,42 @@ impl TlsFastPath {
         self.incoming_write.bind(py).call1((chunk,))?;
         let k = self.k(py);
         let state = p.get(pyo3::intern!(py, "_state"))?;
+        // The native `_do_handshake`, `_do_read`, `_do_flush` and `_do_shutdown` are what the
+        // instance's attributes of those names are.
         if state.is(k.do_handshake.bind(py)) {
-            p.o.call_method0(pyo3::intern!(py, "_do_handshake"))?;
+            self.do_handshake_impl(py, &p)?;
         } else if state.is(k.wrapped.bind(py)) {
             // Only C code ran since `_state` was read.
-            self.do_read_wrapped(py, &p)?;
+            self.do_read_body(py, &p)?;
         } else if state.is(k.flushing.bind(py)) {
-            p.o.call_method0(pyo3::intern!(py, "_do_flush"))?;
+            self.do_flush_impl(py, &p)?;
         } else if state.is(k.shutdown.bind(py)) {
-            p.o.call_method0(pyo3::intern!(py, "_do_shutdown"))?;
+            self.do_shutdown_impl(py, &p)?;
         }
         Ok(())
     }
 
-    /// `SSLProtocol._do_read`; natively in the `WRAPPED` state, asyncio's otherwise.
+    /// `SSLProtocol._do_read`: natively in the `WRAPPED` and `FLUSHING` states (the same
+    /// code in both), nothing in the other states (asyncio returns at once), asyncio's own
+    /// function if `_state` is anything else.
     fn do_read_impl(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
         let k = self.k(py);
         let state = p.get(pyo3::intern!(py, "_state"))?;
-        if !state.is(k.wrapped.bind(py)) {
-            k.orig_do_read.bind(py).call1((&p.o,))?;
+        if state.is(k.wrapped.bind(py)) || state.is(k.flushing.bind(py)) {
+            return self.do_read_body(py, p);
+        }
+        if state.is(k.do_handshake.bind(py))
+            || state.is(k.shutdown.bind(py))
+            || state.is(k.hs.unwrapped.bind(py))
+        {
             return Ok(());
         }
-        self.do_read_wrapped(py, p)
+        k.orig_do_read.bind(py).call1((&p.o,))?;
+        Ok(())
     }
 
-    /// `_do_read` once the state is known to be `WRAPPED`.
-    fn do_read_wrapped(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
+    /// `_do_read` once the state is known to be `WRAPPED` or `FLUSHING`.
+    fn do_read_body(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
         let result = (|| -> PyResult<()> {
             if !truthy(&p.get(pyo3::intern!(py, "_app_reading_paused"))?)? {
                 if truthy(&p.get(pyo3::intern!(py, "_app_protocol_is_buffer"))?)? {
@@ -275,10 +317,13 @@ impl TlsFastPath {
         })();
         match result {
             Err(err) if is_exception(py, &err) => {
-                p.o.call_method1(
-                    pyo3::intern!(py, "_fatal_error"),
-                    (err.into_value(py), "Fatal error on SSL protocol"),
-                )?;
+                let exc = err.into_value(py).into_bound(py).into_any();
+                handling(py, &exc, || {
+                    p.o.call_method1(
+                        pyo3::intern!(py, "_fatal_error"),
+                        (&exc, "Fatal error on SSL protocol"),
+                    )
+                })?;
                 Ok(())
             }
             other => other,
@@ -377,10 +422,19 @@ impl TlsFastPath {
                         return Ok(());
                     }
                 }
-                // The buffer is full: read the rest in a later callback.
-                let do_read = p.get(pyo3::intern!(py, "_do_read"))?;
-                p.get(pyo3::intern!(py, "_loop"))?
-                    .call_method1(pyo3::intern!(py, "call_soon"), (do_read,))?;
+                // The buffer is full: read the rest in a later callback, asyncio's
+                // `lambda: self._do_read()` (3.11, 3.12) or `self._do_read` (3.13, the
+                // instance's attribute: the native method).
+                let call_soon = p
+                    .get(pyo3::intern!(py, "_loop"))?
+                    .getattr(pyo3::intern!(py, "call_soon"))?;
+                let do_read = self.lambda_or_method(
+                    py,
+                    p,
+                    &self.k(py).hs.do_read_lambda,
+                    pyo3::intern!(py, "_do_read"),
+                )?;
+                call_soon.call1((do_read,))?;
             }
             Ok(())
         })();
@@ -401,9 +455,8 @@ impl TlsFastPath {
 
     /// The peer's `close_notify`: `eof_received` for the application, then shutdown.
     fn close_notify(&self, py: Python<'_>, p: &Obj<'_>) -> PyResult<()> {
-        p.o.call_method0(pyo3::intern!(py, "_call_eof_received"))?;
-        p.o.call_method0(pyo3::intern!(py, "_start_shutdown"))?;
-        Ok(())
+        self.call_eof_received_impl(py, p)?;
+        self.start_shutdown_impl(py, p)
     }
 
     /// `SSLProtocol._do_write`: encrypt the backlog, then `_process_outgoing`.
@@ -567,10 +620,13 @@ impl TlsFastPath {
         })();
         match result {
             Err(err) if is_exception(py, &err) => {
-                p.o.call_method1(
-                    pyo3::intern!(py, "_fatal_error"),
-                    (err.into_value(py), "Fatal error on SSL protocol"),
-                )?;
+                let exc = err.into_value(py).into_bound(py).into_any();
+                handling(py, &exc, || {
+                    p.o.call_method1(
+                        pyo3::intern!(py, "_fatal_error"),
+                        (&exc, "Fatal error on SSL protocol"),
+                    )
+                })?;
                 Ok(())
             }
             other => other,
@@ -657,6 +713,8 @@ impl TlsFastPath {
         let incoming = proto.getattr("_incoming")?;
         let outgoing = proto.getattr("_outgoing")?;
         Ok(Self {
+            sslobj: sslobj.clone().unbind(),
+            ssl_sock: ssl.clone().unbind(),
             proto: PyWeakrefReference::new(proto)?.unbind(),
             app: PyWeakrefReference::new(app_transport)?.unbind(),
             ssl_read: ssl.getattr("read")?.unbind(),
@@ -724,6 +782,89 @@ impl TlsFastPath {
             .bind(py)
             .call1((&p.o, list_of_data))?;
         Ok(())
+    }
+
+    // The handshake and shutdown (`tls/hs.rs`).
+
+    /// `SSLProtocol.connection_made(transport)`.
+    fn connection_made(&self, py: Python<'_>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.on_proto(py, |s, p| s.connection_made_impl(py, p, transport))
+    }
+
+    /// `SSLProtocol.connection_lost(exc)`.
+    fn connection_lost(&self, py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.on_proto(py, |s, p| s.connection_lost_impl(py, p, exc))
+    }
+
+    /// `SSLProtocol._start_handshake()`.
+    fn _start_handshake(&self, py: Python<'_>) -> PyResult<()> {
+        self.on_proto(py, |s, p| s.start_handshake_impl(py, p))
+    }
+
+    /// `SSLProtocol._do_handshake()`.
+    fn _do_handshake(&self, py: Python<'_>) -> PyResult<()> {
+        self.on_proto(py, |s, p| s.do_handshake_impl(py, p))
+    }
+
+    /// `SSLProtocol._on_handshake_complete(handshake_exc)`: natively for `None`.
+    fn _on_handshake_complete(
+        &self,
+        py: Python<'_>,
+        handshake_exc: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.on_proto(py, |s, p| {
+            s.on_handshake_complete_entry(py, p, handshake_exc)
+        })
+    }
+
+    /// `SSLProtocol._call_eof_received()`.
+    fn _call_eof_received(&self, py: Python<'_>) -> PyResult<()> {
+        self.on_proto(py, |s, p| s.call_eof_received_impl(py, p))
+    }
+
+    /// `SSLProtocol._start_shutdown()`.
+    fn _start_shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        self.on_proto(py, |s, p| s.start_shutdown_impl(py, p))
+    }
+
+    /// `SSLProtocol._do_flush()`.
+    fn _do_flush(&self, py: Python<'_>) -> PyResult<()> {
+        self.on_proto(py, |s, p| s.do_flush_impl(py, p))
+    }
+
+    /// `SSLProtocol._do_shutdown()`.
+    fn _do_shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        self.on_proto(py, |s, p| s.do_shutdown_impl(py, p))
+    }
+
+    /// `SSLProtocol._on_shutdown_complete(shutdown_exc)`: natively for `None`.
+    fn _on_shutdown_complete(
+        &self,
+        py: Python<'_>,
+        shutdown_exc: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.on_proto(py, |s, p| s.on_shutdown_complete_entry(py, p, shutdown_exc))
+    }
+
+    /// `SSLProtocol._wakeup_waiter(exc=None)`.
+    #[pyo3(signature = (exc=None))]
+    fn _wakeup_waiter(&self, py: Python<'_>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let none = py.None().into_bound(py);
+        let exc = exc.unwrap_or(&none);
+        self.on_proto(py, |s, p| s.wakeup_waiter_impl(py, p, exc))
+    }
+
+    /// `SSLProtocol._get_app_transport()` (`None` once the protocol is gone).
+    fn _get_app_transport<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.proto(py) {
+            Some(p) => self.get_app_transport_impl(py, &p),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+
+    /// `SSLProtocol._set_state(new_state)`.
+    fn _set_state(&self, py: Python<'_>, new_state: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.on_proto(py, |s, p| s.set_state_impl(py, p, new_state))
     }
 }
 
