@@ -177,25 +177,10 @@ class SocketTransport(NativeSocketTransport, transports.Transport):
         self, loop: Any, sock: socket.socket, protocol: Any, waiter: Any = None,
         extra: Any = None, server: Any = None,
     ) -> None:
-        # This runs once per connection, and at thousands of connections per second the
-        # Python calls themselves count: the steps of NativeSocketTransport._init_socket and
-        # _start are therefore written out here (in their order), with asyncio's TCP_NODELAY.
-        self._extra = extra = {} if extra is None else extra
-        extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            extra["sockname"] = sock.getsockname()
-        except OSError:
-            extra["sockname"] = None
-        if "peername" not in extra:
-            try:
-                extra["peername"] = sock.getpeername()
-            except OSError:
-                extra["peername"] = None
-        self._loop = loop
-        self._sock = sock
-        self._sock_fd = fd = sock.fileno()
+        self._extra = {} if extra is None else extra  # asyncio's BaseTransport.__init__
+        self._init_socket(loop, sock)
         self._server = server
-        core = _native.TransportCore(loop, self, fd)
+        core = _native.TransportCore(loop, self, self._sock_fd)
         core._bind_callbacks()
         self._core = core
         # The per-packet methods, bound straight to the core: `transport.write(data)` is then
@@ -219,12 +204,7 @@ class SocketTransport(NativeSocketTransport, transports.Transport):
             and sock.proto == _IPPROTO_TCP
         ):
             sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
-        loop._transports[fd] = weakref.ref(self)
-        call_soon = loop.call_soon
-        call_soon(protocol.connection_made, self)
-        call_soon(core._start_reading)  # reading starts once connection_made() has run
-        if waiter is not None:
-            call_soon(futures._set_result_unless_cancelled, waiter, None)
+        self._start(protocol, waiter)
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         if self._sock is not None:

@@ -306,20 +306,32 @@ impl TlsFastPath {
         let sslobj = p.get(intern!(py, "_sslobj"))?;
         match self.sslobj_call0(py, &sslobj, intern!(py, "do_handshake")) {
             Ok(_) => self.on_handshake_complete_ok(py, p),
-            Err(err) if self.is_again(py, &err) => {
-                // Inside asyncio's `except SSLAgainErrors:`.
-                let exc = err.into_value(py).into_bound(py).into_any();
-                handling(py, &exc, || self.process_outgoing_impl(py, p))
-            }
-            Err(err) if err.is_instance(py, k.hs.ssl_error.bind(py)) => {
-                let exc = err.into_value(py).into_bound(py).into_any();
-                handling(py, &exc, || {
-                    k.hs.orig_on_handshake_complete.bind(py).call1((&p.o, &exc))
-                })?;
-                Ok(())
-            }
-            Err(err) => Err(err),
+            Err(err) => self.ssl_step_failed(py, p, err, &k.hs.orig_on_handshake_complete),
         }
+    }
+
+    /// The two `except` clauses asyncio puts around a handshake or shutdown step: for
+    /// `SSLAgainErrors`, `_process_outgoing()` (the step goes on when the peer answers); for
+    /// any other `ssl.SSLError`, asyncio's `_on_handshake_complete(exc)` or
+    /// `_on_shutdown_complete(exc)` (`on_failure`); anything else propagates. Each runs with
+    /// the exception set as the one being handled, as inside the `except` block.
+    fn ssl_step_failed(
+        &self,
+        py: Python<'_>,
+        p: &Obj<'_>,
+        err: PyErr,
+        on_failure: &Py<PyAny>,
+    ) -> PyResult<()> {
+        if self.is_again(py, &err) {
+            let exc = err.into_value(py).into_bound(py).into_any();
+            return handling(py, &exc, || self.process_outgoing_impl(py, p));
+        }
+        if err.is_instance(py, self.k(py).hs.ssl_error.bind(py)) {
+            let exc = err.into_value(py).into_bound(py).into_any();
+            handling(py, &exc, || on_failure.bind(py).call1((&p.o, &exc)))?;
+            return Ok(());
+        }
+        Err(err)
     }
 
     /// `SSLProtocol._on_handshake_complete(None)`: the handshake succeeded. asyncio's own in
@@ -482,19 +494,7 @@ impl TlsFastPath {
                 self.call_eof_received_impl(py, p)?;
                 self.on_shutdown_complete_ok(py, p)
             }
-            Err(err) if self.is_again(py, &err) => {
-                // Inside asyncio's `except SSLAgainErrors:`.
-                let exc = err.into_value(py).into_bound(py).into_any();
-                handling(py, &exc, || self.process_outgoing_impl(py, p))
-            }
-            Err(err) if err.is_instance(py, k.hs.ssl_error.bind(py)) => {
-                let exc = err.into_value(py).into_bound(py).into_any();
-                handling(py, &exc, || {
-                    k.hs.orig_on_shutdown_complete.bind(py).call1((&p.o, &exc))
-                })?;
-                Ok(())
-            }
-            Err(err) => Err(err),
+            Err(err) => self.ssl_step_failed(py, p, err, &k.hs.orig_on_shutdown_complete),
         }
     }
 
