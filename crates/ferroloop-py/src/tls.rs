@@ -41,7 +41,7 @@ use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{
-    PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyTuple, PyWeakrefReference,
+    PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyTuple, PyType, PyWeakrefReference,
 };
 
 /// What every fast path shares: asyncio's state enum members, its `SSLAgainErrors`, and the
@@ -104,6 +104,29 @@ impl TlsConsts {
             hs: hs::HsConsts::new(hs)?,
         })
     }
+}
+
+/// `MemoryBIO.pending`, the getset descriptor `pending_of` calls directly, with the type it
+/// was taken from (both BIOs of a protocol must be of it).
+static BIO_PENDING: pyo3::sync::PyOnceLock<(Py<PyType>, Py<PyAny>)> = pyo3::sync::PyOnceLock::new();
+
+fn bio_pending_descriptor(
+    incoming: &Bound<'_, PyAny>,
+    outgoing: &Bound<'_, PyAny>,
+) -> PyResult<Py<PyAny>> {
+    let py = incoming.py();
+    let (cls, descr) = BIO_PENDING.get_or_try_init(py, || {
+        let cls = incoming.get_type();
+        let d = cls.getattr("pending")?;
+        if d.get_type().name()?.to_str()? != "getset_descriptor" {
+            return Err(PyTypeError::new_err("unexpected MemoryBIO.pending"));
+        }
+        Ok::<_, PyErr>((cls.unbind(), d.unbind()))
+    })?;
+    if !incoming.get_type().is(cls.bind(py)) || !outgoing.get_type().is(cls.bind(py)) {
+        return Err(PyTypeError::new_err("unexpected MemoryBIO.pending"));
+    }
+    Ok(descr.clone_ref(py))
 }
 
 /// The native data path of one `SSLProtocol` (see the file comment).
@@ -708,33 +731,29 @@ impl TlsFastPath {
         app_transport: &Bound<'_, PyAny>,
         consts: Py<TlsConsts>,
     ) -> PyResult<Self> {
-        let sslobj = proto.getattr("_sslobj")?;
-        let ssl = sslobj.getattr("_sslobj")?;
-        let incoming = proto.getattr("_incoming")?;
-        let outgoing = proto.getattr("_outgoing")?;
+        // Once per connection, so the names are interned and the MemoryBIO check is cached:
+        // building them anew each time was a third of this constructor's cost.
+        let py = proto.py();
+        let sslobj = proto.getattr(pyo3::intern!(py, "_sslobj"))?;
+        let ssl = sslobj.getattr(pyo3::intern!(py, "_sslobj"))?;
+        let incoming = proto.getattr(pyo3::intern!(py, "_incoming"))?;
+        let outgoing = proto.getattr(pyo3::intern!(py, "_outgoing"))?;
+        let max_size = proto.getattr(pyo3::intern!(py, "max_size"))?;
         Ok(Self {
             sslobj: sslobj.clone().unbind(),
             ssl_sock: ssl.clone().unbind(),
             proto: PyWeakrefReference::new(proto)?.unbind(),
             app: PyWeakrefReference::new(app_transport)?.unbind(),
-            ssl_read: ssl.getattr("read")?.unbind(),
-            ssl_write: ssl.getattr("write")?.unbind(),
-            ssl_pending: ssl.getattr("pending")?.unbind(),
-            incoming_write: incoming.getattr("write")?.unbind(),
-            bio_pending: {
-                let d = incoming.get_type().getattr("pending")?;
-                if !outgoing.get_type().is(incoming.get_type())
-                    || d.get_type().name()?.to_str()? != "getset_descriptor"
-                {
-                    return Err(PyTypeError::new_err("unexpected MemoryBIO.pending"));
-                }
-                d.unbind()
-            },
-            outgoing_read: outgoing.getattr("read")?.unbind(),
+            ssl_read: ssl.getattr(pyo3::intern!(py, "read"))?.unbind(),
+            ssl_write: ssl.getattr(pyo3::intern!(py, "write"))?.unbind(),
+            ssl_pending: ssl.getattr(pyo3::intern!(py, "pending"))?.unbind(),
+            incoming_write: incoming.getattr(pyo3::intern!(py, "write"))?.unbind(),
+            bio_pending: bio_pending_descriptor(&incoming, &outgoing)?,
+            outgoing_read: outgoing.getattr(pyo3::intern!(py, "read"))?.unbind(),
             incoming: incoming.unbind(),
             outgoing: outgoing.unbind(),
-            max_size: proto.getattr("max_size")?.extract()?,
-            max_size_obj: proto.getattr("max_size")?.unbind(),
+            max_size: max_size.extract()?,
+            max_size_obj: max_size.unbind(),
             k: consts,
         })
     }
