@@ -296,7 +296,12 @@ mod tests {
                         std::thread::sleep(Duration::from_micros(200));
                     }
                 }
+                // `done` is one more thing the loop waits for: announce it as a push is
+                // announced. (Without this wake-up the loop, having taken every push before
+                // `done` was set, could sleep its whole timeout and fail the check below
+                // although no push was waiting: a flaw of this test seen once in CI.)
                 done.store(true, SeqCst);
+                waker.wake();
             })
         };
         let mut ev = Events::with_capacity(8);
@@ -316,7 +321,7 @@ mod tests {
             let t0 = Instant::now();
             p.poll(&mut ev, Some(sleep_limit)).unwrap();
             // Nothing ends a sleep but a wake-up: the loop only sleeps when it has taken
-            // everything, and every push after that wakes it.
+            // everything, and every push after that (and the end) wakes it.
             assert!(
                 ev.woken() || t0.elapsed() < sleep_limit,
                 "slept {:?} while the producer pushed ({} of {PUSHES} pushed, {consumed} taken)",
