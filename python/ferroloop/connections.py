@@ -602,8 +602,9 @@ class ConnectionMethods:
         """
         # A plain socket.socket is accepted through its C method, with the listener's
         # family, type and protocol read once as ints: socket.accept() itself converts
-        # family and type into enums for every connection (a third of ferroloop's
-        # per-connection instructions before this). Subclasses keep their own accept().
+        # family and type into enums for every connection (with the TCP_NODELAY check, a
+        # fifth of ferroloop's per-connection instructions before this, design.md §5.23).
+        # Subclasses keep their own accept().
         fast = type(sock) is socket.socket
         if fast:
             family, type_, proto = _socket_family(sock), _socket_type(sock), sock.proto
