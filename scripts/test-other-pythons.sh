@@ -2,7 +2,8 @@
 # Runs the pytest behaviour suite on the other CPython versions ferroloop targets (3.12+),
 # when they are installed (pyenv's versions directory or pythonX.Y on PATH). Each gets its own
 # project-local virtual environment (.venv-X.Y) with ferroloop built into it. Every test
-# compares ferroloop with that interpreter's own asyncio. Extra arguments go to pytest.
+# compares ferroloop with that interpreter's own asyncio; on 3.12 and 3.13 the interpreter's own
+# test_asyncio runs on both loops too (tests/cpython). Extra arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -35,4 +36,15 @@ for v in 3.12 3.13 3.14; do
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
     VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop -q --release
     "$venv/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
+    case "$v" in
+        3.12|3.13)
+            # The oracle on this interpreter's own test_asyncio (tests/cpython/run.py), whose
+            # expectations hold for 3.11 to 3.13. About a minute.
+            echo "== CPython $v's test_asyncio on asyncio and on ferroloop (.venv-$v)"
+            "$venv/bin/python" tests/cpython/run.py
+            ;;
+        *)
+            echo "== CPython $v's test_asyncio: tests/cpython has no expectations for $v, not run"
+            ;;
+    esac
 done

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets everything up (scripts/bootstrap.sh) and runs every test: lints, the Rust engine's
 # cargo tests, the pytest behaviour suite (each test on stock asyncio and on ferroloop), on
-# Python 3.11 and on every later CPython that is installed, then CPython 3.11's own
-# test_asyncio on both loops (tests/cpython), then anyio's own test suite on both loops
+# Python 3.11 and on every later CPython that is installed, then CPython's own test_asyncio on
+# both loops (tests/cpython: 3.11's, and 3.12's and 3.13's where installed), then anyio's own
+# test suite on both loops
 # (tests/third_party).
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -31,8 +32,8 @@ echo "== pytest (Python 3.11, .venv)"
 
 echo "== CPython's test_asyncio on asyncio and on ferroloop (Python 3.11, .venv)"
 # The oracle (tests/cpython/run.py): fails on a ferroloop-only failure, hang or crash that
-# tests/cpython/expectations.toml does not list, and on a listed one that now passes. The
-# expectations are written for 3.11's test_asyncio, so it runs on the 3.11 .venv only.
+# tests/cpython/expectations.toml does not list, and on a listed one that now passes. 3.12's
+# and 3.13's test_asyncio ran above, with the pytest suite of those interpreters.
 .venv/bin/python tests/cpython/run.py
 
 echo "== anyio's own test suite on asyncio and on ferroloop (Python 3.11, .venv)"

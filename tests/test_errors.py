@@ -4,7 +4,9 @@ KeyboardInterrupt / SystemExit propagation. Oracle: stock asyncio."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import sys
 
 import pytest
 from conftest import cb_text, run
@@ -126,6 +128,57 @@ def test_call_exception_handler_with_custom_handler(loop):
 
 def _asyncio_records(caplog):
     return [r for r in caplog.records if r.name == "asyncio"]
+
+
+# Since 3.12 asyncio runs a custom handler inside the context of the handle, task or future
+# the report is about (CPython gh-96704); 3.11 runs it in the loop's own context.
+HANDLER_CONTEXT = "callback's" if sys.version_info >= (3, 12) else "loop's"
+where = contextvars.ContextVar("where", default="loop's")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_handler_runs_in_the_context_of_the_failed_callback(loop, debug):
+    seen = []
+    loop.set_debug(debug)
+    loop.set_exception_handler(lambda lp, ctx: seen.append(where.get()))
+
+    def callback():
+        where.set("callback's")
+        raise ValueError("boom")
+
+    loop.call_soon(callback)
+    run_once(loop)
+    assert seen == [HANDLER_CONTEXT]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("task_class", ["C", "Python"])
+def test_unretrieved_task_exception_reported_right_after_its_step(loop, debug, task_class):
+    # asyncio frees the handle of a step as soon as it has run, so a failed task nobody holds
+    # is freed then, and reports "Task exception was never retrieved" at once: by the time
+    # the task that made it resumes from sleep(0), in the failed task's context on 3.12+.
+    # ferroloop's debug-mode runner once held the handle in a frame a traceback kept alive,
+    # which deferred the report to the next garbage collection.
+    cls = asyncio.tasks._CTask if task_class == "C" else asyncio.tasks._PyTask
+    seen = []
+    loop.set_debug(debug)
+
+    def handler(lp, ctx):
+        seen.append((where.get(), type(ctx["exception"]).__name__, ctx["message"]))
+
+    async def fails():
+        where.set("callback's")
+        raise ZeroDivisionError("division by zero")
+
+    async def main():
+        loop.set_exception_handler(handler)
+        cls(fails(), loop=loop)
+        await asyncio.sleep(0)
+        return list(seen)
+
+    assert run(loop, main()) == [
+        (HANDLER_CONTEXT, "ZeroDivisionError", "Task exception was never retrieved")
+    ]
 
 
 def test_default_handler_logs_callback_exception(loop, caplog):

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 
 import pytest
 from conftest import LoopFactory, run
@@ -208,6 +209,35 @@ def test_server_closes_first(loop, sctx, cctx):
         await close_server(server)
 
     run(loop, main())
+
+
+def test_closed_transport_kept_by_the_app_does_not_keep_the_ssl_context(loop, ca, sctx):
+    # CPython's test_ssl.test_create_connection_memory_leak, with the references made explicit:
+    # the application keeps its protocol and transport after the connection is over (the
+    # protocol stores the transport), and neither may keep the SSLContext alive, nor OpenSSL's
+    # state with it. On asyncio the closed transport drops its SSLProtocol; ferroloop's native
+    # write bound onto that transport must not hold the SSLObject either. No gc.collect: a
+    # reference cycle would keep it too.
+    ctx = make_client_ctx(ca)
+    ctx_ref = weakref.ref(ctx)
+
+    async def main(ctx):
+        server, port = await tls_echo_server(sctx)
+        transport, proto = await loop.create_connection(
+            Events, HOST, port, ssl=ctx, server_hostname=NAME
+        )
+        transport.write(b"ping")
+        assert await proto.read_until(4) == b"ping"
+        server.protocols[0].transport.close()
+        assert await proto.lost_once() is None
+        transport.close()
+        await close_server(server)
+        return transport, proto
+
+    transport, proto = run(loop, main(ctx))
+    del ctx
+    assert proto.transport is transport and transport.is_closing()
+    assert ctx_ref() is None
 
 
 def test_close_from_outside_the_running_loop(loop, sctx, cctx):

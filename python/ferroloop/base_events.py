@@ -44,6 +44,9 @@ _DEBUG_STACK_DEPTH = 10
 
 # asyncio grew a ``debug`` parameter on _format_callback_source in 3.12.
 _FORMAT_TAKES_DEBUG = "debug" in inspect.signature(format_helpers._format_callback_source).parameters
+# Since 3.12 (CPython gh-96704) asyncio runs a custom exception handler inside the context of
+# the task, future or handle the report is about; 3.11 calls it in the loop's own context.
+_HANDLER_IN_REPORTED_CONTEXT = sys.version_info >= (3, 12)
 
 
 def _debug_mode_from_environment() -> bool:
@@ -440,7 +443,11 @@ class Loop(
                 logger.exception("Exception in default exception handler")
             return
         try:
-            self._exception_handler(self, context)
+            ctx = self._reported_context(context) if _HANDLER_IN_REPORTED_CONTEXT else None
+            if ctx is not None:
+                ctx.run(self._exception_handler, self, context)
+            else:
+                self._exception_handler(self, context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:  # noqa: BLE001 - a broken handler must not kill the loop
@@ -459,6 +466,19 @@ class Loop(
                     "Exception in default exception handler while handling an "
                     "unexpected error in custom exception handler"
                 )
+
+    @staticmethod
+    def _reported_context(context: dict) -> Any:
+        """The ``contextvars.Context`` a 3.12+ asyncio runs the custom handler in: that of the
+        report's task, else its future (a task may come under that key), else its handle;
+        ``None`` (call it directly) when there is none or it has no ``run``."""
+        thing = context.get("task")
+        if thing is None:
+            thing = context.get("future")
+        if thing is None:
+            thing = context.get("handle")
+        ctx = thing.get_context() if thing is not None and hasattr(thing, "get_context") else None
+        return ctx if ctx is not None and hasattr(ctx, "run") else None
 
     def _callback_error(self, handle: asyncio.Handle, exc: BaseException) -> None:
         """The native run loop's report of a callback that raised (asyncio's Handle._run)."""
@@ -531,6 +551,12 @@ class Loop(
                 logger.warning("Executing %s took %.3f seconds", _format_handle(handle), dt)
         finally:
             self._current_handle = None
+            # This frame can outlive the call: a frame object made for a traceback inside the
+            # callback (a task's failing coroutine) links back to it. Holding the handle here
+            # would keep the callback, and so a failed task, alive until the next collection,
+            # and asyncio reports "exception was never retrieved" when the task is freed,
+            # right after its step (as asyncio's _run_once drops its handle).
+            handle = None
 
     def _io_handle_debug(self, callback: Callable, args: tuple) -> asyncio.Handle:
         """The handle of an fd watcher in debug mode (it records where it was created)."""

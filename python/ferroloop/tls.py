@@ -236,7 +236,7 @@ def install_fast_path(ssl_protocol: Any, *, native_connection_lost: bool = True)
     if native_connection_lost:
         ssl_protocol.connection_lost = fast.connection_lost
     ssl_protocol._start_shutdown = fast._start_shutdown
-    app_transport.write = fast.app_write
+    app_transport.write = _native.TlsAppWrite(fast).write
     return True
 
 

@@ -10,7 +10,9 @@ Why it is built this way:
 
 * **Nothing is copied.** The tests are the running interpreter's own ``test.test_asyncio``, so
   they always match the asyncio they are compared with. The expectations are written for
-  CPython 3.11 (the project's CI interpreter); on another version the runner refuses to judge.
+  CPython 3.11 (the project's main interpreter), 3.12 and 3.13, and CI runs the oracle on each
+  of them; on another version the runner refuses to judge. Modules newer than 3.11 are run
+  where they exist (``Module.since``).
 * **Both loops, every module, same test ids.** Each module runs once on stock asyncio and once
   on ferroloop (``child.py`` explains how ferroloop is put under test without renaming
   anything), so each test gets a pair of outcomes: passes on both; fails on both (not ours:
@@ -61,7 +63,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 CHILD = HERE / "child.py"
 EXPECTATIONS = HERE / "expectations.toml"
-SUPPORTED = (3, 11)
+SUPPORTED = ((3, 11), (3, 12), (3, 13))
 
 OK = {"pass", "skip", "xfail"}          # outcomes that are not failures
 BAD = {"fail", "error", "xpass", "hang", "crash"}
@@ -83,6 +85,8 @@ class Module:
     hooks: tuple[str, ...] = ()
     # Rough asyncio run time in seconds, to start the long modules first.
     weight: float = 1.0
+    # The first CPython whose test_asyncio has the module.
+    since: tuple[int, int] = (3, 11)
 
 
 _VARIANTS = ("PollEventLoopTests", "SelectEventLoopTests")
@@ -91,6 +95,7 @@ MODULES: tuple[Module, ...] = (
     Module("test_base_events", weight=1),
     Module("test_buffered_proto", hooks=("BufferedProtocolSelectorTests.new_loop",)),
     Module("test_context"),
+    Module("test_eager_task_factory", since=(3, 12)),
     Module("test_events", drop=_VARIANTS, hooks=("EPollEventLoopTests.create_event_loop",),
            weight=4),
     Module("test_futures"),
@@ -107,6 +112,7 @@ MODULES: tuple[Module, ...] = (
            hooks=("EPollEventLoopTests.create_event_loop",), weight=1.5),
     Module("test_ssl", weight=8),
     Module("test_sslproto", hooks=("SelectorStartTLSTests.new_loop",), weight=4),
+    Module("test_staggered", since=(3, 13)),
     Module("test_streams", weight=1),
     Module("test_subprocess", weight=14),
     Module("test_taskgroups", weight=6),
@@ -401,21 +407,22 @@ def main() -> int:
                         help="list every failing test, not only the ones that fail the run")
     args = parser.parse_args()
 
-    if sys.version_info[:2] != SUPPORTED:
-        print(f"tests/cpython: expectations.toml is written for CPython "
-              f"{'.'.join(map(str, SUPPORTED))}; this is {sys.version.split()[0]}",
-              file=sys.stderr)
+    if sys.version_info[:2] not in SUPPORTED:
+        versions = ", ".join(".".join(map(str, v)) for v in SUPPORTED)
+        print(f"tests/cpython: expectations.toml is written for CPython {versions}; "
+              f"this is {sys.version.split()[0]}", file=sys.stderr)
         return 2
+    here = [m for m in MODULES if sys.version_info[:2] >= m.since]
 
     import test.test_asyncio as package  # the interpreter's own tests
 
     present = {p.stem for p in Path(package.__path__[0]).glob("test_*.py")}
-    known = {m.name for m in MODULES} | set(NOT_RUN)
+    known = {m.name for m in here} | set(NOT_RUN)
     if present != known:
         print(f"tests/cpython: test_asyncio modules changed: new {sorted(present - known)}, "
               f"gone {sorted(known - present)}; update MODULES/NOT_RUN", file=sys.stderr)
         return 2
-    modules = [m for m in MODULES if not args.modules or m.name in args.modules]
+    modules = [m for m in here if not args.modules or m.name in args.modules]
     if args.modules and len(modules) != len(args.modules):
         print(f"unknown modules in {args.modules}", file=sys.stderr)
         return 2

@@ -46,6 +46,7 @@ fn _native(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<datagram::DatagramCore>()?;
     m.add_class::<tls::TlsConsts>()?;
     m.add_class::<tls::TlsFastPath>()?;
+    m.add_class::<tls::TlsAppWrite>()?;
     tls::init(py)?;
     handles::init(py, m)?;
     fastcall::init(py)?;

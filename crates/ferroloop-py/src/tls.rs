@@ -30,7 +30,11 @@
 //!
 //! The fast path holds the protocol and the application transport by weak reference, so it
 //! adds no reference cycle: once `connection_lost` has run, the protocol is freed by
-//! reference counting as asyncio's is.
+//! reference counting as asyncio's is. The transport's `write` is a `TlsAppWrite`, which
+//! holds the fast path by weak reference too: the fast path holds the `SSLObject` (and so the
+//! `SSLContext` and OpenSSL's state), and a closed asyncio transport that the application
+//! still holds reaches none of that once its protocol is gone (CPython's
+//! `test_ssl.test_create_connection_memory_leak`).
 
 mod hs;
 
@@ -130,7 +134,7 @@ fn bio_pending_descriptor(
 }
 
 /// The native data path of one `SSLProtocol` (see the file comment).
-#[pyclass(frozen, module = "ferroloop._native")]
+#[pyclass(frozen, weakref, module = "ferroloop._native")]
 pub(crate) struct TlsFastPath {
     proto: Py<PyWeakrefReference>,
     app: Py<PyWeakrefReference>,
@@ -988,35 +992,92 @@ unsafe extern "C" fn buffer_updated_c(
     })
 }
 
+/// `_SSLProtocolTransport.write` of one application transport: `tls.py` binds its `write`
+/// onto the transport. It reaches the fast path by weak reference (see the file comment):
+/// the transport's bound `write` must not keep the `SSLObject` alive after the protocol.
+#[pyclass(frozen, module = "ferroloop._native")]
+pub(crate) struct TlsAppWrite {
+    fast: Py<PyWeakrefReference>,
+    app: Py<PyWeakrefReference>,
+    k: Py<TlsConsts>,
+}
+
+#[pymethods]
+impl TlsAppWrite {
+    #[new]
+    fn new(fast: &Bound<'_, TlsFastPath>) -> PyResult<Self> {
+        let py = fast.py();
+        let path = fast.get();
+        Ok(Self {
+            fast: PyWeakrefReference::new(fast)?.unbind(),
+            app: path.app.clone_ref(py),
+            k: path.k.clone_ref(py),
+        })
+    }
+}
+
+impl TlsAppWrite {
+    fn write_impl(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        use pyo3::types::PyWeakrefMethods;
+        if let Some(fast) = self.fast.bind(py).upgrade() {
+            return fast.cast::<TlsFastPath>()?.get().app_write_impl(py, data);
+        }
+        // The protocol, and with it the fast path, is gone: asyncio's own method decides
+        // (it writes through the transport's `_ssl_protocol`, or fails as asyncio does).
+        if let Some(app) = self.app.bind(py).upgrade() {
+            self.k
+                .bind(py)
+                .get()
+                .orig_app_write
+                .bind(py)
+                .call1((app, data))?;
+        }
+        Ok(())
+    }
+}
+
 unsafe extern "C" fn app_write_c(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    with_fast_path(slf, arg, |py, this, data| {
-        this.app_write_impl(py, data)?;
+    crate::cmethods::guard(|py| {
+        // SAFETY: CPython passes a live receiver (checked against the class by the method
+        // descriptor) and a live argument, both borrowed for the call.
+        let (slf, data) = unsafe {
+            (
+                Bound::from_borrowed_ptr(py, slf),
+                Bound::from_borrowed_ptr(py, arg),
+            )
+        };
+        slf.cast::<TlsAppWrite>()?.get().write_impl(py, &data)?;
         Ok(none(py))
     })
 }
 
-/// Installs `get_buffer`, `buffer_updated` and `app_write` on `TlsFastPath`.
+/// Installs `get_buffer` and `buffer_updated` on `TlsFastPath`, and `write` on `TlsAppWrite`.
 pub(crate) fn init(py: Python<'_>) -> PyResult<()> {
     let cls = py.get_type::<TlsFastPath>();
-    let methods: [(&'static std::ffi::CStr, MethO, &'static std::ffi::CStr); 3] = [
+    let methods: [(&'static std::ffi::CStr, MethO, &'static std::ffi::CStr); 2] = [
         (c"get_buffer", get_buffer_c, c"SSLProtocol.get_buffer(n)"),
         (
             c"buffer_updated",
             buffer_updated_c,
             c"SSLProtocol.buffer_updated(nbytes)",
         ),
-        (
-            c"app_write",
-            app_write_c,
-            c"_SSLProtocolTransport.write(data)",
-        ),
     ];
     for (name, f, doc) in methods {
         let meth = ffi::PyMethodDefPointer { PyCFunction: f };
         crate::cmethods::install(py, &cls, name, meth, ffi::METH_O, doc)?;
     }
-    Ok(())
+    let meth = ffi::PyMethodDefPointer {
+        PyCFunction: app_write_c,
+    };
+    crate::cmethods::install(
+        py,
+        &py.get_type::<TlsAppWrite>(),
+        c"write",
+        meth,
+        ffi::METH_O,
+        c"_SSLProtocolTransport.write(data)",
+    )
 }
