@@ -2,9 +2,8 @@
 # Sets everything up (scripts/bootstrap.sh) and runs every test: lints, the Rust engine's
 # cargo tests, the pytest behaviour suite (each test on stock asyncio and on ferroloop), on
 # Python 3.11 and on every later CPython that is installed, then CPython's own test_asyncio on
-# both loops (tests/cpython: 3.11's, and 3.12's and 3.13's where installed), then anyio's own
-# test suite on both loops
-# (tests/third_party).
+# both loops (tests/cpython: 3.11's, and 3.12's and 3.13's where installed), then anyio's and
+# uvloop's own test suites on both loops (tests/third_party).
 # Extra arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,8 +35,9 @@ echo "== CPython's test_asyncio on asyncio and on ferroloop (Python 3.11, .venv)
 # and 3.13's test_asyncio ran above, with the pytest suite of those interpreters.
 .venv/bin/python tests/cpython/run.py
 
-echo "== anyio's own test suite on asyncio and on ferroloop (Python 3.11, .venv)"
-# tests/third_party/run.py: downloads the pinned anyio sdist (once, into target/third-party),
-# installs its test dependencies into .venv, runs its tests on both loops and fails on a
-# ferroloop-only failure that tests/third_party/expectations.toml does not list. About 1.5 min.
+echo "== anyio's and uvloop's own test suites on asyncio and on ferroloop (Python 3.11, .venv)"
+# tests/third_party/run.py: downloads the pinned sdists (once, into target/third-party),
+# installs their test dependencies into .venv, runs their tests on both loops and fails on a
+# ferroloop-only failure that tests/third_party/expectations.toml does not list. About 2.5 min
+# (uvloop's suite: its asyncio test classes only).
 bash scripts/test-third-party.sh --ci

@@ -189,6 +189,13 @@ def test_close_is_idempotent(loop):
     assert loop.is_closed() is True
 
 
+def test_private_closed_flag_follows_close(loop):
+    # asyncio's (and uvloop's) `_closed`, which code written for them sometimes reads.
+    assert loop._closed is False
+    loop.close()
+    assert loop._closed is True
+
+
 def test_close_releases_the_loops_descriptors_at_once(loop_factory):
     # asyncio's close() closes its selector; ferroloop's gives back its epoll instance and
     # eventfd (and its Ctrl+C socketpair) in close() too, not when the loop is collected.

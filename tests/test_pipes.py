@@ -202,6 +202,35 @@ def test_write_pipe_writes_and_closes(loop, pipe_fds):
     assert run(loop, main()) == (None, b"abcdefghijk", b"", True)
 
 
+def test_pipe_transport_classes_and_unsupported_methods(loop, pipe_fds):
+    # As asyncio's: the write pipe transport is a Transport (its reading methods raise
+    # NotImplementedError); the read pipe transport is only a ReadTransport (no write).
+    async def main():
+        rfile = fileobj(pipe_fds, "r", "rb")
+        wfile = fileobj(pipe_fds, "w", "wb")
+        wt, _ = await loop.connect_write_pipe(lambda: WriteProto(loop), wfile)
+        rt, rproto = await loop.connect_read_pipe(lambda: ReadProto(loop), rfile)
+        kinds = [
+            (isinstance(t, asyncio.ReadTransport), isinstance(t, asyncio.WriteTransport),
+             isinstance(t, asyncio.Transport))
+            for t in (wt, rt)
+        ]
+        unsupported = []
+        for call in (wt.pause_reading, wt.resume_reading, wt.is_reading):
+            with pytest.raises(NotImplementedError):
+                call()
+            unsupported.append(call.__name__)
+        assert not hasattr(rt, "write")
+        wt.close()
+        await asyncio.wait_for(rproto.lost, 5)  # the writer's close is the reader's EOF
+        return kinds, unsupported
+
+    assert run(loop, main()) == (
+        [(True, True, True), (True, False, False)],
+        ["pause_reading", "resume_reading", "is_reading"],
+    )
+
+
 def test_write_pipe_flow_control_and_drain(loop, pipe_fds):
     async def main():
         transport, proto = await loop.connect_write_pipe(

@@ -150,6 +150,12 @@ class Loop(
 
     # -- checks ------------------------------------------------------------------------------
 
+    @property
+    def _closed(self) -> bool:
+        """asyncio's private flag (uvloop has it too), read by code that peeks at it; the same
+        as ``is_closed()``. Read-only: ``close()`` is the way to close."""
+        return self.is_closed()
+
     def _check_closed(self) -> None:
         if self.is_closed():
             raise RuntimeError("Event loop is closed")

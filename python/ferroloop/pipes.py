@@ -196,8 +196,13 @@ class ReadPipeTransport(transports.ReadTransport):
             self._loop = None
 
 
-class WritePipeTransport(transports.WriteTransport):
-    """Writes to a pipe, FIFO, socket or character device, with flow control."""
+class WritePipeTransport(transports.Transport):
+    """Writes to a pipe, FIFO, socket or character device, with flow control.
+
+    A ``Transport`` (read and write), not only a ``WriteTransport``, because asyncio's write
+    pipe transport is one (through its flow-control mixin): ``isinstance`` answers the same,
+    and the reading methods it never overrides raise ``NotImplementedError`` as asyncio's do.
+    """
 
     _pipe: Any = None
 

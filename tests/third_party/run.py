@@ -1,8 +1,9 @@
 """Third-party asyncio test suites on stock asyncio and on ferroloop, compared.
 
 Usage: ``.venv/bin/python tests/third_party/run.py [--suite NAME | --ci]`` (what
-``scripts/test-third-party.sh`` runs). The suites (``SUITES``): anyio 4.16.0 (about 1.5 min,
-run by CI through ``--ci``) and aiohttp 3.14.5 (about 17 min, run on demand). For each:
+``scripts/test-third-party.sh`` runs). The suites (``SUITES``): anyio 4.16.0 (about 1.5 min)
+and uvloop 0.23.0's asyncio test classes (under a minute), both run by CI through ``--ci``, and
+aiohttp 3.14.5 (about 17 min, run on demand). For each:
 
 1. the sdist is downloaded once into ``target/third-party/cache`` by pip (``pip download
    --no-deps --no-binary :all:``), and unpacked afresh into ``target/third-party/<name>`` on
@@ -139,6 +140,26 @@ SUITES = {
         remove=["aiohttp"],
         # Its `loop` fixture makes loops with asyncio.new_event_loop(): ferroloop.install().
         plugins=["install_plugin", "blockbuster_mirror"],
+    ),
+    "uvloop": Suite(
+        name="uvloop",
+        version="0.23.0",
+        requirements=[
+            "uvloop==0.23.0",
+            # Its `test` extra (pyproject.toml) less the linters, pinned to what was reviewed.
+            "aiohttp==3.14.5",
+            "psutil==7.2.2",
+            "pyOpenSSL==26.4.0",
+            "pytest-timeout>=2.4.0",
+        ],
+        paths=["tests"],
+        # Its own config applies (pyproject.toml: no capture, importlib import mode); a 30 s
+        # per-test limit. Only its asyncio classes run (uvloop_aio_plugin.py).
+        args=["--timeout=30"],
+        # The sdist's uvloop/ (sources, not compiled) would shadow the installed wheel.
+        remove=["uvloop"],
+        plugins=["uvloop_aio_plugin"],
+        ci=True,
     ),
 }
 
@@ -350,7 +371,7 @@ def main() -> int:
     parser.add_argument("--suite", action="append", choices=sorted(SUITES),
                         help="run only this suite (repeatable); default: all")
     parser.add_argument("--ci", action="store_true",
-                        help="run the suites that CI runs (anyio); default: all")
+                        help="run the suites that CI runs (anyio, uvloop); default: all")
     args = parser.parse_args()
     entries = load_expectations()
     ok = True
