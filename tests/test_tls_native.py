@@ -90,6 +90,63 @@ def test_switch_and_unknown_sslproto_fall_back_visibly():
     assert out.startswith("False unknown asyncio.sslproto"), out
 
 
+def test_ssl_protocol_state_as_asyncio_builds_it_but_the_buffer(ca):
+    # tls.new_ssl_protocol runs asyncio's __init__ unchanged except that the 256 KiB read
+    # buffer is not zero-filled: every other attribute must be what SSLProtocol(...) makes,
+    # max_size must read the class's value again, and the buffer must have the full size.
+    from asyncio import sslproto
+
+    from ferroloop import tls
+
+    assert tls._UNINIT_BUFFER is tls.NATIVE_TLS
+    loop = asyncio.new_event_loop()
+    try:
+        ctx = make_client_ctx(ca)
+        args = (loop, asyncio.Protocol(), ctx, None, False, NAME)
+        kwargs = {"ssl_handshake_timeout": 7.0, "call_connection_made": False}
+        ours, theirs = tls.new_ssl_protocol(*args, **kwargs), sslproto.SSLProtocol(*args, **kwargs)
+    finally:
+        loop.close()
+    assert type(ours) is sslproto.SSLProtocol
+    assert "max_size" not in vars(ours) and ours.max_size == sslproto.SSLProtocol.max_size
+    assert set(vars(ours)) == set(vars(theirs))
+    assert type(ours._ssl_buffer) is bytearray and len(ours._ssl_buffer) == ours.max_size
+    assert ours._ssl_buffer_view.obj is ours._ssl_buffer
+    assert ours._ssl_buffer_view.nbytes == theirs._ssl_buffer_view.nbytes
+    made_per_instance = {"_ssl_buffer", "_ssl_buffer_view", "_incoming", "_outgoing", "_sslobj",
+                         "_app_transport", "_write_backlog", "_extra"}
+    for name, value in vars(theirs).items():
+        if name in made_per_instance:
+            assert type(getattr(ours, name)) is type(value), name
+        else:
+            assert getattr(ours, name) == value, name
+    assert ours._extra == theirs._extra
+    for proto in (ours, theirs):
+        # Never connected: mark the app transports closed so that they do not warn.
+        proto._app_transport._closed = True
+
+
+def test_ssl_protocol_init_reading_max_size_twice_is_refused():
+    # The uninitialised buffer relies on __init__ reading max_size once (for the buffer);
+    # an __init__ that reads it again keeps asyncio's construction.
+    code = (
+        "import asyncio.sslproto as s\n"
+        "src = s.SSLProtocol.__init__\n"
+        "def __init__(self, *a, **k):\n"
+        "    self.max_size\n"
+        "    self.max_size\n"
+        "    src(self, *a, **k)\n"
+        "s.SSLProtocol.__init__ = __init__\n"
+        "import ferroloop.tls as t; print(t._init_reads_max_size_once(), t._UNINIT_BUFFER)"
+    )
+    env = dict(os.environ)
+    env.pop("FERROLOOP_NATIVE_TLS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "False"], out
+
+
 def test_installed_on_both_sides_and_on_start_tls(loop, sctx, cctx):
     async def main():
         server, port = await tls_echo_server(sctx)

@@ -211,6 +211,9 @@ class TlsFastPath:
 # _SSLProtocolTransport.write for one application transport (tls.rs): install_fast_path binds
 # its `write` (METH_O) onto the transport. It holds the fast path by weak reference, so a
 # closed transport the application keeps does not keep the SSLObject alive.
+# A bytearray of n bytes, not initialised (tls.rs): SSLProtocol's read buffer (tls.new_ssl_protocol).
+def uninit_bytearray(n: int) -> bytearray: ...
+
 class TlsAppWrite:
     def __new__(cls, fast: TlsFastPath) -> Self: ...
     def write(self, data: Any) -> None: ...

@@ -27,6 +27,7 @@ in the environment switches it off too. Figures and reasons: design.md §5.24.
 
 from __future__ import annotations
 
+import dis
 import hashlib
 import os
 import types
@@ -168,6 +169,46 @@ _CONSTS: Any = None
 NATIVE_TLS, NATIVE_TLS_REASON = _check()
 
 
+def _init_reads_max_size_once() -> bool:
+    """Whether ``SSLProtocol.__init__`` reads ``max_size`` exactly once (for its buffer), which
+    ``new_ssl_protocol`` relies on; it does in 3.11 to 3.13."""
+    init = sslproto.SSLProtocol.__init__
+    return sum(1 for i in dis.get_instructions(init) if i.argval == "max_size") == 1
+
+
+#: Whether new_ssl_protocol leaves the read buffer uninitialised (else asyncio's __init__ as is).
+_UNINIT_BUFFER = NATIVE_TLS and _init_reads_max_size_once()
+
+
+def new_ssl_protocol(*args: Any, **kwargs: Any) -> Any:
+    """``sslproto.SSLProtocol(*args, **kwargs)``, with its 256 KiB read buffer not zero-filled.
+
+    asyncio's ``__init__`` makes ``bytearray(self.max_size)``, writing all 64 pages of it for
+    every connection; when glibc has trimmed the heap since the last connection (eight
+    handshakes in flight move its top by more than the trim threshold), each of those pages is
+    a page fault again: 36–64 per handshake against uvloop's 6 (design.md §5.24). uvloop
+    leaves its buffer uninitialised, so only the pages data lands in are touched. Here
+    ``__init__`` runs unchanged on an instance whose ``max_size`` reads 0 (an instance
+    attribute, removed right after, so the class's value shows again), and the buffer and its
+    view are then made at full size without being written. No byte of it is read before it is
+    written: the transport receives into it and says how much it wrote, and the read path
+    decrypts into it and copies out what ``read`` returned. Only with the native path (whose
+    fingerprint covers ``__init__``) and while ``__init__`` reads ``max_size`` just once.
+    """
+    if not _UNINIT_BUFFER:
+        return sslproto.SSLProtocol(*args, **kwargs)
+    proto = sslproto.SSLProtocol.__new__(sslproto.SSLProtocol)
+    proto.max_size = 0
+    try:
+        proto.__init__(*args, **kwargs)
+    finally:
+        del proto.max_size
+    buffer = _native.uninit_bytearray(sslproto.SSLProtocol.max_size)
+    proto._ssl_buffer = buffer
+    proto._ssl_buffer_view = memoryview(buffer)
+    return proto
+
+
 _allocator_primed = False
 
 
@@ -254,7 +295,7 @@ def make_ssl_transport(
     (or the handshake's exception) from ``SSLProtocol``; ``None`` timeouts mean asyncio's
     defaults. ``sslcontext`` ``None`` means asyncio's default context for the side.
     """
-    ssl_protocol = sslproto.SSLProtocol(
+    ssl_protocol = new_ssl_protocol(
         loop, protocol, sslcontext, waiter, server_side, server_hostname,
         ssl_handshake_timeout=ssl_handshake_timeout,
         ssl_shutdown_timeout=ssl_shutdown_timeout,
@@ -287,7 +328,7 @@ async def start_tls(
         raise TypeError(f"transport {transport!r} is not supported by start_tls()")
 
     waiter = loop.create_future()
-    ssl_protocol = sslproto.SSLProtocol(
+    ssl_protocol = new_ssl_protocol(
         loop, protocol, sslcontext, waiter, server_side, server_hostname,
         ssl_handshake_timeout=ssl_handshake_timeout,
         ssl_shutdown_timeout=ssl_shutdown_timeout,

@@ -52,6 +52,7 @@ fn _native(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     fastcall::init(py)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(addrinfo::getaddrinfo_numeric, m)?)?;
+    m.add_function(wrap_pyfunction!(tls::uninit_bytearray, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -992,6 +992,25 @@ unsafe extern "C" fn buffer_updated_c(
     })
 }
 
+/// A `bytearray` of `n` bytes whose contents are not initialised, for `SSLProtocol`'s
+/// 256 KiB `_ssl_buffer` (`tls.py`, `new_ssl_protocol`): asyncio zero-fills it, touching all
+/// its pages per connection, which the kernel must fault in again whenever glibc has trimmed
+/// the heap in between (design.md §5.24). Nothing reads a byte of it that was not written
+/// first: the socket transport receives into it and reports how many bytes it wrote, and the
+/// native read path decrypts into it and copies out what `read` returned.
+#[pyfunction]
+pub(crate) fn uninit_bytearray(py: Python<'_>, n: usize) -> PyResult<Bound<'_, PyByteArray>> {
+    let n = ffi::Py_ssize_t::try_from(n)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("size too large"))?;
+    // SAFETY: the GIL is held; PyByteArray_FromStringAndSize with a NULL source allocates `n`
+    // bytes without initialising them (it writes only the trailing NUL) and returns a new
+    // reference, or NULL with an exception set.
+    let obj = unsafe {
+        Bound::from_owned_ptr_or_err(py, ffi::PyByteArray_FromStringAndSize(std::ptr::null(), n))?
+    };
+    Ok(obj.cast_into::<PyByteArray>()?)
+}
+
 /// `_SSLProtocolTransport.write` of one application transport: `tls.py` binds its `write`
 /// onto the transport. It reaches the fast path by weak reference (see the file comment):
 /// the transport's bound `write` must not keep the `SSLObject` alive after the protocol.
