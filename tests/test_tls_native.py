@@ -63,14 +63,21 @@ def test_native_path_is_on_for_the_pythons_it_was_written_for():
     assert isinstance(tls.NATIVE_TLS_REASON, str)
 
 
-def test_switch_and_unknown_sslproto_fall_back_visibly():
-    code = (
-        "import ferroloop.tls as t; print(t.NATIVE_TLS, t.NATIVE_TLS_REASON)"
-    )
-    env = dict(os.environ, FERROLOOP_NATIVE_TLS="0")
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+def _fresh_interpreter(code: str, **env: str) -> str:
+    """What ``code`` prints in a new interpreter, with ``env`` and without
+    FERROLOOP_NATIVE_TLS unless given (ferroloop.tls decides its gate at import)."""
+    full = {k: v for k, v in os.environ.items() if k != "FERROLOOP_NATIVE_TLS"}
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full, capture_output=True, text=True, check=True
     ).stdout
+
+
+def test_switch_and_unknown_sslproto_fall_back_visibly():
+    out = _fresh_interpreter(
+        "import ferroloop.tls as t; print(t.NATIVE_TLS, t.NATIVE_TLS_REASON)",
+        FERROLOOP_NATIVE_TLS="0",
+    )
     assert out.startswith("False switched off"), out
     # A changed asyncio.sslproto (here: one more attribute read in _do_write) is refused.
     code = (
@@ -82,11 +89,7 @@ def test_switch_and_unknown_sslproto_fall_back_visibly():
         "s.SSLProtocol._do_write = _do_write\n"
         "import ferroloop.tls as t; print(t.NATIVE_TLS, t.NATIVE_TLS_REASON)"
     )
-    env = dict(os.environ)
-    env.pop("FERROLOOP_NATIVE_TLS", None)
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout
+    out = _fresh_interpreter(code)
     assert out.startswith("False unknown asyncio.sslproto"), out
 
 
@@ -139,11 +142,7 @@ def test_ssl_protocol_init_reading_max_size_twice_is_refused():
         "s.SSLProtocol.__init__ = __init__\n"
         "import ferroloop.tls as t; print(t._init_reads_max_size_once(), t._UNINIT_BUFFER)"
     )
-    env = dict(os.environ)
-    env.pop("FERROLOOP_NATIVE_TLS", None)
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout
+    out = _fresh_interpreter(code)
     assert out.split() == ["False", "False"], out
 
 

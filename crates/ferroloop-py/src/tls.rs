@@ -949,10 +949,11 @@ fn is_bytes_like(data: &Bound<'_, PyAny>) -> bool {
 /// instructions per call, a few per cent of a 1 KiB echo.
 type MethO = unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject;
 
-fn with_fast_path(
+/// The body of a `METH_O` method of the frozen class `T` (`TlsFastPath`, `TlsAppWrite`).
+fn with_receiver<T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync>(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
-    f: impl FnOnce(Python<'_>, &TlsFastPath, &Bound<'_, PyAny>) -> PyResult<*mut ffi::PyObject>,
+    f: impl FnOnce(Python<'_>, &T, &Bound<'_, PyAny>) -> PyResult<*mut ffi::PyObject>,
 ) -> *mut ffi::PyObject {
     crate::cmethods::guard(|py| {
         // SAFETY: CPython passes a live receiver (checked against the class by the method
@@ -963,7 +964,7 @@ fn with_fast_path(
                 Bound::from_borrowed_ptr(py, arg),
             )
         };
-        let this = slf.cast::<TlsFastPath>()?;
+        let this = slf.cast::<T>()?;
         f(py, this.get(), &arg)
     })
 }
@@ -977,7 +978,7 @@ unsafe extern "C" fn get_buffer_c(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    with_fast_path(slf, arg, |py, this, n| {
+    with_receiver(slf, arg, |py, this: &TlsFastPath, n| {
         Ok(this.get_buffer_impl(py, n)?.into_ptr())
     })
 }
@@ -986,7 +987,7 @@ unsafe extern "C" fn buffer_updated_c(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    with_fast_path(slf, arg, |py, this, n| {
+    with_receiver(slf, arg, |py, this: &TlsFastPath, n| {
         this.buffer_updated_impl(py, n)?;
         Ok(none(py))
     })
@@ -1059,16 +1060,8 @@ unsafe extern "C" fn app_write_c(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    crate::cmethods::guard(|py| {
-        // SAFETY: CPython passes a live receiver (checked against the class by the method
-        // descriptor) and a live argument, both borrowed for the call.
-        let (slf, data) = unsafe {
-            (
-                Bound::from_borrowed_ptr(py, slf),
-                Bound::from_borrowed_ptr(py, arg),
-            )
-        };
-        slf.cast::<TlsAppWrite>()?.get().write_impl(py, &data)?;
+    with_receiver(slf, arg, |py, this: &TlsAppWrite, data| {
+        this.write_impl(py, data)?;
         Ok(none(py))
     })
 }
