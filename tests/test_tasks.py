@@ -7,6 +7,7 @@ import concurrent.futures
 import contextvars
 import gc
 import re
+import sys
 import threading
 import time
 
@@ -208,8 +209,10 @@ def test_set_task_factory(loop):
     t1 = loop.create_task(main(), name="n1")
     ctx = contextvars.copy_context()
     t2 = loop.create_task(main(), context=ctx)
-    # asyncio passes context= only when it is given, and sets the name after the factory.
-    assert calls == [(loop, []), (loop, ["context"])]
+    # asyncio passes context= only when it is given; up to 3.13 it sets the name after the
+    # factory, from 3.14 it passes name= to the factory with the other keyword arguments.
+    named = ["name"] if sys.version_info >= (3, 14) else []
+    assert calls == [(loop, named), (loop, ["context"])]
     assert t1.get_name() == "n1"
     assert loop.run_until_complete(t1) == "n1"
     assert loop.run_until_complete(t2) == t2.get_name()
@@ -225,6 +228,86 @@ def test_set_task_factory(loop):
     assert loop.get_task_factory() is None
     loop.run_until_complete(main())
     assert len(calls) == 5
+
+
+# asyncio's create_task takes other keyword arguments (eager_start, or whatever a task factory
+# understands) from 3.13.3 on; before that they are a TypeError.
+_CREATE_TASK_TAKES_KWARGS = sys.version_info >= (3, 13, 3)
+
+
+def test_create_task_other_keyword_arguments(loop):
+    steps = []
+
+    async def body():
+        steps.append("started")
+        await asyncio.sleep(0)
+        steps.append("done")
+        return "r"
+
+    async def main():
+        coro = body()
+        if not _CREATE_TASK_TAKES_KWARGS:
+            with pytest.raises(TypeError, match="create_task\\(\\) got an unexpected keyword "
+                               "argument 'eager_start'$"):
+                loop.create_task(coro, eager_start=True)
+            coro.close()
+            return None
+        task = loop.create_task(coro, eager_start=True)
+        seen_at_return = list(steps)  # an eager task ran up to its first await already
+        return seen_at_return, await task
+
+    result = loop.run_until_complete(main())
+    if _CREATE_TASK_TAKES_KWARGS:
+        assert result == (["started"], "r")
+        assert steps == ["started", "done"]
+    else:
+        assert result is None
+        assert steps == []
+    # Nothing was left behind by the refused or finished call.
+    assert not asyncio.all_tasks(loop)
+
+
+def test_create_task_argument_errors_and_coro_by_keyword(loop):
+    async def body():
+        return "kw"
+
+    coro = body()
+    for call, message in [
+        (lambda: loop.create_task(), "missing 1 required positional argument: 'coro'"),
+        (lambda: loop.create_task(coro, coro), "takes 2 positional arguments but 3 were given"),
+        (lambda: loop.create_task(coro, coro=coro), "got multiple values for argument 'coro'"),
+    ]:
+        with pytest.raises(TypeError, match=r"^\w+\.create_task\(\) " + re.escape(message) + "$"):
+            call()
+    task = loop.create_task(coro=coro, name=None, context=None)
+    assert re.fullmatch(r"Task-\d+", task.get_name())
+    assert loop.run_until_complete(task) == "kw"
+
+
+def test_create_task_keyword_arguments_reach_the_task_factory(loop):
+    seen = []
+
+    def factory(lp, coro, **kwargs):
+        seen.append(sorted(kwargs))
+        kwargs.pop("flavour", None)
+        return asyncio.Task(coro, loop=lp, **kwargs)
+
+    loop.set_task_factory(factory)
+
+    async def main():
+        return asyncio.current_task().get_name()
+
+    if _CREATE_TASK_TAKES_KWARGS:
+        task = loop.create_task(main(), name="n", flavour="plain")
+        assert loop.run_until_complete(task) == "n"
+        expected = ["flavour", "name"] if sys.version_info >= (3, 14) else ["flavour"]
+        assert seen == [expected]
+    else:
+        coro = main()
+        with pytest.raises(TypeError, match="unexpected keyword argument 'flavour'$"):
+            loop.create_task(coro, name="n", flavour="plain")
+        coro.close()
+        assert seen == []
 
 
 def test_set_task_factory_rejects_non_callable(loop):

@@ -23,7 +23,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyTuple};
 
 use ferroloop_core::timers::Cancellable;
 use ferroloop_core::{Events, Interest, Mode, Poller, ReadyQueue, TimerHeap, Token};
@@ -309,6 +309,47 @@ impl LoopCore {
         let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
         this.push_ready(py, &handle, fresh.as_ref())?;
         Ok(handle)
+    }
+
+    /// Schedule a coroutine on the loop and return its Task (`create_task`, installed by
+    /// `fastcall.rs`, which parses `coro, *, name=None, context=None, **kwargs`).
+    ///
+    /// Other keyword arguments (`eager_start`, or whatever a task factory takes) are accepted
+    /// from CPython 3.13.3 on, as asyncio's `create_task` does; they, a task factory and
+    /// debug mode take the Python path (`_create_task_slow`), which has each version's rules.
+    pub fn create_task_entry<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<Bound<'py, PyAny>>,
+        context: Option<Bound<'py, PyAny>>,
+        kwargs: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if let Some(kw) = &kwargs {
+            if py.version_info() < (3, 13, 3) {
+                // asyncio's own signature before 3.13.3 has no **kwargs.
+                let key = kw.keys().get_item(0)?;
+                let cls = slf.get_type().name()?;
+                return Err(PyTypeError::new_err(format!(
+                    "{cls}.create_task() got an unexpected keyword argument '{key}'"
+                )));
+            }
+        }
+        this.check_closed()?;
+        let none = py.None().into_bound(py);
+        let name = name.unwrap_or_else(|| none.clone());
+        let context = context.unwrap_or(none);
+        if kwargs.is_some() || this.debug_enabled() || this.has_task_factory.load(Relaxed) {
+            return slf.call_method1(
+                pyo3::intern!(py, "_create_task_slow"),
+                (coro, name, context, kwargs),
+            );
+        }
+        let cls = tasks_module(py)?.getattr(pyo3::intern!(py, "Task"))?;
+        let kwnames = kwnames(py, &TASK_KWNAMES, &["loop", "name", "context"])?;
+        let args = [coro.as_ptr(), slf.as_ptr(), name.as_ptr(), context.as_ptr()];
+        vectorcall(py, &cls, &args, 1, kwnames)
     }
 
     /// Arrange for `callback(*args)` to be called soon, in FIFO order.
@@ -990,32 +1031,6 @@ impl LoopCore {
         let cls = futures_module(py)?.getattr(pyo3::intern!(py, "Future"))?;
         let kwnames = kwnames(py, &FUTURE_KWNAMES, &["loop"])?;
         vectorcall(py, &cls, &[slf.as_ptr()], 0, kwnames)
-    }
-
-    /// Schedule a coroutine on the loop and return its Task.
-    #[pyo3(signature = (coro, *, name=None, context=None))]
-    fn create_task<'py>(
-        slf: &Bound<'py, Self>,
-        coro: &Bound<'py, PyAny>,
-        name: Option<&Bound<'py, PyAny>>,
-        context: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_closed()?;
-        let none = py.None().into_bound(py);
-        let name = name.unwrap_or(&none);
-        let context = context.unwrap_or(&none);
-        if this.debug_enabled() || this.has_task_factory.load(Relaxed) {
-            return slf.call_method1(
-                pyo3::intern!(py, "_create_task_slow"),
-                (coro, name, context),
-            );
-        }
-        let cls = tasks_module(py)?.getattr(pyo3::intern!(py, "Task"))?;
-        let kwnames = kwnames(py, &TASK_KWNAMES, &["loop", "name", "context"])?;
-        let args = [coro.as_ptr(), slf.as_ptr(), name.as_ptr(), context.as_ptr()];
-        vectorcall(py, &cls, &args, 1, kwnames)
     }
 
     fn _set_has_task_factory(&self, present: bool) {
