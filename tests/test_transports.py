@@ -425,6 +425,43 @@ def test_protocol_errors_go_to_the_handler_and_close(loop):
     assert ctx["protocol"] is pr
 
 
+@pytest.mark.parametrize("family", [socket.AF_UNIX, socket.AF_INET])
+def test_protocol_without_data_received_writes_and_fails_only_when_data_arrives(loop, family):
+    # asyncio looks protocol methods up when it calls them: an `asyncio.BaseProtocol` used
+    # only to send works, and data arriving is a fatal error of the connection then.
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    class SendOnly(asyncio.BaseProtocol):
+        def __init__(self):
+            self.lost = []
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def connection_lost(self, exc):
+            self.lost.append(exc)
+
+    async def main():
+        tr, pr, peer = await make(loop, SendOnly(), family)
+        tr.write(b"one way")
+        assert await read_until(loop, peer, 7) == b"one way"
+        assert not tr.is_closing() and pr.lost == [] and errors == []
+        await loop.sock_sendall(peer, b"unexpected")
+        await until(lambda: pr.lost)
+        peer.close()
+        return tr, pr
+
+    tr, pr = run(loop, main())
+    (exc,) = pr.lost
+    assert isinstance(exc, AttributeError)
+    assert "data_received" in str(exc)
+    (ctx,) = errors
+    assert ctx["message"] == "Fatal error: protocol.data_received() call failed."
+    assert ctx["transport"] is tr
+    assert tr.is_closing()
+
+
 def test_empty_get_buffer_is_an_error(loop):
     errors = []
     loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))

@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString, PyTuple};
 
 use crate::event_loop::LoopCore;
 use crate::gil_cell::GilCell;
@@ -183,6 +183,67 @@ pub(crate) struct TState {
     eof: bool,
     flush_scheduled: bool,
     queue: WriteQueue,
+}
+
+/// A protocol method that was missing (or whose lookup raised) when the protocol was set.
+///
+/// asyncio calls `data_received`, `get_buffer` and `buffer_updated` by name when data
+/// arrives, so a protocol without them (an `asyncio.BaseProtocol` used only to write) works
+/// until then and fails then, through `_fatal_error`. The transport caches the bound methods
+/// in `set_protocol`; where that lookup fails it caches this instead, which looks the method
+/// up again when called and so raises the lookup's error at the moment asyncio would.
+#[pyclass(module = "ferroloop._native")]
+pub struct LateMethod {
+    target: Option<Py<PyAny>>,
+    name: Py<PyString>,
+}
+
+impl LateMethod {
+    /// `getattr(obj, name)`, or a `LateMethod` for it if that raises.
+    fn lookup<'py>(
+        obj: &Bound<'py, PyAny>,
+        name: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match obj.getattr(name) {
+            Ok(m) => Ok(m),
+            Err(_) => Ok(Bound::new(
+                obj.py(),
+                LateMethod {
+                    target: Some(obj.clone().unbind()),
+                    name: name.clone().unbind(),
+                },
+            )?
+            .into_any()),
+        }
+    }
+}
+
+#[pymethods]
+impl LateMethod {
+    #[pyo3(signature = (*args))]
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let Some(target) = &self.target else {
+            return Err(PyRuntimeError::new_err(
+                "protocol method called after it was cleared",
+            ));
+        };
+        target.bind(py).getattr(self.name.bind(py))?.call1(args)
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        if let Some(t) = &self.target {
+            visit.call(t)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.target = None;
+    }
 }
 
 /// What a protocol call should be reported as if it fails.
@@ -614,11 +675,14 @@ impl TransportCore {
         })?;
         let (on_data, get_buffer) = if protocol.is_instance(buffered_cls.bind(py))? {
             (
-                protocol.getattr(pyo3::intern!(py, "buffer_updated"))?,
-                Some(protocol.getattr(pyo3::intern!(py, "get_buffer"))?.unbind()),
+                LateMethod::lookup(&protocol, pyo3::intern!(py, "buffer_updated"))?,
+                Some(LateMethod::lookup(&protocol, pyo3::intern!(py, "get_buffer"))?.unbind()),
             )
         } else {
-            (protocol.getattr(pyo3::intern!(py, "data_received"))?, None)
+            (
+                LateMethod::lookup(&protocol, pyo3::intern!(py, "data_received"))?,
+                None,
+            )
         };
         let mut st = self.st.borrow_mut(py);
         st.c.protocol = Some(protocol.unbind());
