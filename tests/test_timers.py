@@ -138,6 +138,21 @@ def test_equal_deadlines_fifo_ferroloop_guarantee(ferro_loop):
     assert out == list(range(1000))
 
 
+@pytest.mark.parametrize("when", ["soon", (1.0,), b"1", object()])
+def test_call_at_with_a_non_number_fails_at_the_call(loop_factory, loop, when):
+    # asyncio's call_at stores such a `when` and the loop fails later, when it computes its
+    # timeout; ferroloop refuses it at the call (docs/design.md §5.8), before anything is
+    # scheduled. Both end in a TypeError that the caller of something sees.
+    if loop_factory.is_ferroloop:
+        with pytest.raises(TypeError, match="must be real number"):
+            loop.call_at(when, print)
+        run_once(loop)  # nothing was scheduled: the loop runs on
+    else:
+        loop.call_at(when, print)
+        with pytest.raises(TypeError):
+            run_once(loop)
+
+
 def test_mixed_call_soon_zero_timer_threadsafe_before_run(loop):
     out = []
     loop.call_later(0, out.append, "L1")

@@ -207,6 +207,11 @@ def test_bad_file_objects(loop):
             loop.remove_writer("x")
         with pytest.raises(ValueError, match=r"^Invalid file object: None$"):
             loop.add_writer(None, print)
+        # A number no descriptor can have: adding it overflows, removing finds nothing.
+        with pytest.raises(OverflowError):
+            loop.add_reader(2**70, print)
+        assert loop.remove_reader(2**70) is False
+        assert loop.remove_writer(2**70) is False
 
     run(loop, main())
 

@@ -480,7 +480,13 @@ impl LoopCore {
         if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(false);
         }
-        let fd = self.lookup_fd(py, fileobj)?;
+        let fd = match self.lookup_fd(py, fileobj) {
+            Ok(fd) => fd,
+            // A number no descriptor can have was never registered: asyncio's selector
+            // looks it up, finds nothing and returns False (adding it raises, as here).
+            Err(e) if e.is_instance_of::<PyOverflowError>(py) => return Ok(false),
+            Err(e) => return Err(e),
+        };
         self.remove_watcher_fd(py, fd, dir, None)
     }
 
