@@ -2,8 +2,8 @@
 
 Usage: ``.venv/bin/python tests/third_party/run.py [--suite NAME | --ci]`` (what
 ``scripts/test-third-party.sh`` runs). The suites (``SUITES``): anyio 4.16.0 (about 1.5 min)
-and uvloop 0.23.0's asyncio test classes (under a minute), both run by CI through ``--ci``, and
-aiohttp 3.14.5 (about 17 min, run on demand). For each:
+and uvloop 0.23.0's asyncio test classes (under a minute), both run by CI through ``--ci``,
+aiohttp 3.14.5 (about 17 min) and uvicorn 0.54.0 (about 4 min), run on demand. For each:
 
 1. the sdist is downloaded once into ``target/third-party/cache`` by pip (``pip download
    --no-deps --no-binary :all:``), and unpacked afresh into ``target/third-party/<name>`` on
@@ -196,6 +196,8 @@ SUITES = {
         remove=["uvicorn"],
         # ferroloop.install() in the ferroloop run; uvicorn's "auto" loop is the run's loop.
         plugins=["uvicorn_plugin"],
+        # Not in CI: about 2 min per loop (its reload tests wait 5 s each on file watching).
+        ci=False,
     ),
 }
 
