@@ -2,8 +2,8 @@
 
 Usage: ``.venv/bin/python tests/third_party/run.py [--suite NAME | --ci]`` (what
 ``scripts/test-third-party.sh`` runs). The suites (``SUITES``): anyio 4.16.0 (about 1.5 min)
-and uvloop 0.23.0's asyncio test classes (under a minute), both run by CI through ``--ci``, and
-aiohttp 3.14.5 (about 17 min, run on demand). For each:
+and uvloop 0.23.0's asyncio test classes (under a minute), both run by CI through ``--ci``,
+aiohttp 3.14.5 (about 17 min) and uvicorn 0.54.0 (about 4 min), run on demand. For each:
 
 1. the sdist is downloaded once into ``target/third-party/cache`` by pip (``pip download
    --no-deps --no-binary :all:``), and unpacked afresh into ``target/third-party/<name>`` on
@@ -160,6 +160,44 @@ SUITES = {
         remove=["uvloop"],
         plugins=["uvloop_aio_plugin"],
         ci=True,
+    ),
+    "uvicorn": Suite(
+        name="uvicorn",
+        version="0.54.0",
+        requirements=[
+            "uvicorn==0.54.0",
+            # Its `dev` dependency group (pyproject.toml) and `standard` extra, pinned to what
+            # was reviewed, less the linters, type checkers, coverage plugins, twine, xdist and
+            # codspeed (pytest-mock at the version the other suites use).
+            "a2wsgi==1.10.10",
+            "cryptography==50.0.2",
+            "h11==0.16.0",
+            "httptools==0.9.0",
+            "httpx2==2.16.2",
+            "pytest-mock==3.17.0",
+            "pytest-timeout>=2.4.0",
+            "python-dotenv==1.2.4",
+            "PyYAML==6.0.3",
+            "trustme==1.2.1",
+            "watchfiles==1.3.0",
+            "websockets==17.4",
+            "wsproto==1.3.2",
+            "zttp==0.0.35",
+        ],
+        paths=["tests"],
+        # Its pyproject.toml's addopts ask for xdist (-n 8): replaced by its other options in
+        # one process, a 30 s per-test limit; its benchmarks need pytest-codspeed. The rest of
+        # its config applies (warnings as errors, strict xfail, a 60 s faulthandler dump).
+        args=[
+            "-o", "addopts=", "-p", "no:asyncio", "-rxXs", "--strict-config",
+            "--strict-markers", "--timeout=30", "--ignore=tests/benchmarks",
+        ],
+        # The sdist's uvicorn/ would shadow the installed package (the same files).
+        remove=["uvicorn"],
+        # ferroloop.install() in the ferroloop run; uvicorn's "auto" loop is the run's loop.
+        plugins=["uvicorn_plugin"],
+        # Not in CI: about 2 min per loop (its reload tests wait 5 s each on file watching).
+        ci=False,
     ),
 }
 
