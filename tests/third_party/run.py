@@ -3,7 +3,10 @@
 Usage: ``.venv/bin/python tests/third_party/run.py [--suite NAME | --ci]`` (what
 ``scripts/test-third-party.sh`` runs). The suites (``SUITES``): anyio 4.16.0 (about 1.5 min)
 and uvloop 0.23.0's asyncio test classes (under a minute), both run by CI through ``--ci``,
-aiohttp 3.14.5 (about 17 min) and uvicorn 0.54.0 (about 4 min), run on demand. For each:
+aiohttp 3.14.5 (about 17 min), uvicorn 0.54.0 (about 4 min) and asyncpg 0.32.0 (about 3 min),
+run on demand. asyncpg's starts temporary PostgreSQL servers: it needs their binaries
+(``postgres_server``; install them with ``scripts/install-postgres.sh``) and, when the runner is
+root, runs its pytest processes as an unprivileged user (``unprivileged_prefix``). For each:
 
 1. the sdist is downloaded once into ``target/third-party/cache`` by pip (``pip download
    --no-deps --no-binary :all:``), and unpacked afresh into ``target/third-party/<name>`` on
@@ -33,12 +36,15 @@ import argparse
 import fnmatch
 import json
 import os
+import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +75,74 @@ class Suite:
     plugins: list[str] = field(default_factory=list)
     # Whether scripts/test.sh (CI) runs it; the others take too long for CI.
     ci: bool = False
+    # Checks what the suite needs from the machine beyond pip packages; returns extra
+    # environment variables for its pytest processes, or exits saying how to provide it.
+    machine: Callable[[], dict[str, str]] | None = None
+    # Runs its pytest processes as an unprivileged user when the runner is root (see
+    # unprivileged_prefix).
+    unprivileged: bool = False
+    # Runs each pytest process in a session of its own, and kills what is left of that session
+    # when pytest has ended (servers that a dead or timed-out pytest did not stop).
+    own_session: bool = False
+
+
+INSTALL_POSTGRES = "scripts/install-postgres.sh"
+# The user asyncpg's suite runs as when the runner is root; install-postgres.sh creates it.
+PG_USER = os.environ.get("FERROLOOP_PG_USER", "ferroloop-tests")
+
+
+def postgres_server() -> dict[str, str]:
+    """PostgreSQL's server binaries for asyncpg's suite, which starts its own temporary clusters
+    (asyncpg/cluster.py: initdb through ``pg_ctl init``, then ``postgres``) and finds them
+    through PGINSTALLATION, else through ``pg_config --bindir``. Returns PGINSTALLATION, and a
+    fresh TMPDIR under target/third-party for the clusters' data directories and sockets and
+    the temporary files some of its tests leave behind."""
+    bindir = os.environ.get("PGINSTALLATION", "")
+    if not bindir and shutil.which("pg_config"):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
+                             check=False)
+        bindir = out.stdout.strip() if out.returncode == 0 else ""
+    missing = [b for b in ("initdb", "pg_ctl", "postgres")
+               if not bindir or not os.access(os.path.join(bindir, b), os.X_OK)]
+    if missing:
+        where = f" in {bindir}" if bindir else " (no PGINSTALLATION, no pg_config on PATH)"
+        raise SystemExit(
+            f"asyncpg's suite needs PostgreSQL's server binaries; {', '.join(missing)} not "
+            f"found{where}.\nInstall them with `sudo bash {INSTALL_POSTGRES}` (Debian/Ubuntu: "
+            f"apt-get install -y postgresql), or set PGINSTALLATION to their directory.")
+    tmp = WORK / "asyncpg-tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return {"PGINSTALLATION": bindir, "TMPDIR": str(tmp)}
+
+
+def unprivileged_prefix() -> list[str]:
+    """The command prefix that runs a suite's pytest process as a user other than root, when
+    the runner is root (else nothing). initdb and postgres refuse to run as root, and asyncpg's
+    cluster code has no way around that. The process runs in a new user namespace
+    (``unshare --user``) in which it is PG_USER, mapped to root outside: it still reads
+    everything the runner can (the interpreter may live under /root, which PG_USER could not
+    enter), and the files it writes belong to root; inside, initdb and postgres see a
+    non-root user with a name, as they require."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        entry = pwd.getpwnam(PG_USER)
+    except KeyError:
+        raise SystemExit(
+            f"running as root: asyncpg's suite runs as the user {PG_USER} (PostgreSQL refuses "
+            f"root), which does not exist; create it with `bash {INSTALL_POSTGRES}`, or name "
+            f"an existing unprivileged user in FERROLOOP_PG_USER.") from None
+    prefix = ["unshare", "--user", f"--map-user={entry.pw_uid}",
+              f"--map-group={entry.pw_gid}", "--"]
+    probe = subprocess.run([*prefix, "id", "-u"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0 or probe.stdout.strip() != str(entry.pw_uid):
+        raise SystemExit(
+            f"running as root: could not run as {PG_USER} in a user namespace with "
+            f"`{' '.join(prefix)}` (util-linux 2.38+ and user namespaces are needed): "
+            f"{probe.stderr.strip()}\nRun the asyncpg suite as a non-root user instead.")
+    return prefix
 
 
 ANYIO_CONFTEST_TAIL = """
@@ -199,6 +273,34 @@ SUITES = {
         # Not in CI: about 2 min per loop (its reload tests wait 5 s each on file watching).
         ci=False,
     ),
+    "asyncpg": Suite(
+        name="asyncpg",
+        version="0.32.0",
+        requirements=[
+            "asyncpg==0.32.0",
+            # From its `test` dependency group (pyproject.toml), pinned to what was reviewed.
+            # Not flake8/mypy (they lint the sdist's source tree, removed below: skipped on
+            # both loops), not gssapi/k5test (a Kerberos realm: skipped), not uvloop (used only
+            # with USE_UVLOOP=1).
+            "distro==1.9.0",
+            "pytest-timeout>=2.4.0",
+        ],
+        paths=["tests"],
+        # Its own config applies (pyproject.toml: no capture, importlib import mode, warnings
+        # shown); pytest-asyncio (ours, not among its test dependencies) is left out; a 60 s
+        # per-test limit.
+        args=["-p", "no:asyncio", "--timeout=60"],
+        # The sdist's asyncpg/ (sources without the compiled protocol) would shadow the
+        # installed wheel, which has asyncpg._testbase too.
+        remove=["asyncpg"],
+        # Its TestCase makes one loop per class with asyncio.new_event_loop():
+        # ferroloop.install(), and a check that each test's loop is the run's.
+        plugins=["install_plugin", "asyncpg_loop_check"],
+        # It starts temporary PostgreSQL clusters itself: server binaries, and not as root.
+        machine=postgres_server,
+        unprivileged=True,
+        own_session=True,
+    ),
 }
 
 
@@ -260,12 +362,18 @@ def install(suite: Suite) -> None:
 
 
 @dataclass
+class Machine:
+    env: dict[str, str]  # added to the pytest processes' environment
+    prefix: list[str]  # put before their command line
+
+
+@dataclass
 class Outcome:
     outcome: str  # passed, failed, skipped, xfailed, xpassed, crashed, missing
     message: str = ""
 
 
-def run_pytest(suite: Suite, top: Path, loop: str, tag: str,
+def run_pytest(suite: Suite, top: Path, loop: str, tag: str, machine: Machine,
                only: list[str] | None = None) -> dict[str, Outcome]:
     """Run the suite (or the node ids in ``only``) on ``loop``; restart after a crash."""
     results: dict[str, Outcome] = {}
@@ -280,6 +388,7 @@ def run_pytest(suite: Suite, top: Path, loop: str, tag: str,
         PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")])),
         PYTHONDONTWRITEBYTECODE="1",
     )
+    env.update(machine.env)
     targets = only if only is not None else suite.paths
     done: set[str] = set()
     for _attempt in range(MAX_RESTARTS + 1):
@@ -287,17 +396,27 @@ def run_pytest(suite: Suite, top: Path, loop: str, tag: str,
         if done:
             deselect.write_text("\n".join(sorted(done)) + "\n")
             env["FERROLOOP_TP_DESELECT"] = str(deselect)
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        cmd = [*machine.prefix, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "-p", "report_plugin", *(a for p in suite.plugins for a in ("-p", p)),
                *suite.args, *targets]
         with open(logfile, "a", encoding="utf-8") as out:
+            proc = subprocess.Popen(cmd, cwd=top, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=suite.own_session)
             try:
-                proc = subprocess.run(cmd, check=False, cwd=top, env=env, stdout=out,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      timeout=RUN_LIMIT)
-                code = proc.returncode
+                code: int | None = proc.wait(timeout=RUN_LIMIT)
             except subprocess.TimeoutExpired:
                 code = None
+            if suite.own_session:
+                # What is left of its session once pytest is gone (servers it started and
+                # did not stop because it died), or all of it after a timeout.
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if code is None:
+                proc.kill()
+                proc.wait()
         running = None
         if report.exists():
             for line in report.read_text(encoding="utf-8").splitlines():
@@ -354,8 +473,8 @@ def fails(o: Outcome | None) -> bool:
     return o is None or o.outcome in ("failed", "crashed", "skipped", "missing", "xpassed")
 
 
-def judge(suite: Suite, top: Path, entries: list[Entry]) -> bool:
-    runs = {loop: run_pytest(suite, top, loop, "full") for loop in LOOPS}
+def judge(suite: Suite, top: Path, entries: list[Entry], machine: Machine) -> bool:
+    runs = {loop: run_pytest(suite, top, loop, "full", machine) for loop in LOOPS}
     ids = sorted(set(runs["asyncio"]) | set(runs["ferroloop"]))
     for loop in LOOPS:
         counts: dict[str, int] = {}
@@ -372,7 +491,7 @@ def judge(suite: Suite, top: Path, entries: list[Entry]) -> bool:
     flaky: list[str] = []
     if ours:
         log(f"   running the {len(ours)} ferroloop-only failure(s) again, alone")
-        again = {loop: run_pytest(suite, top, loop, "again", only=ours) for loop in LOOPS}
+        again = {loop: run_pytest(suite, top, loop, "again", machine, only=ours) for loop in LOOPS}
         for t in ours:
             if again["ferroloop"].get(t, Outcome("missing")).outcome == "passed":
                 flaky.append(t)
@@ -418,9 +537,16 @@ def main() -> int:
         suite = SUITES[name]
         start = time.monotonic()
         log(f"== {suite.name} {suite.version}: its own tests on asyncio and on ferroloop")
+        try:
+            machine = Machine(suite.machine() if suite.machine is not None else {},
+                              unprivileged_prefix() if suite.unprivileged else [])
+        except SystemExit as e:  # what the machine lacks: the other suites still run
+            log(f"FAIL {suite.name} cannot run on this machine: {e}")
+            ok = False
+            continue
         install(suite)
         top = unpack(suite, sdist(suite))
-        ok = judge(suite, top, entries) and ok
+        ok = judge(suite, top, entries, machine) and ok
         log(f"   ({time.monotonic() - start:.0f} s; logs in {WORK})")
     log("third-party suites: OK" if ok else "third-party suites: FAILED")
     return 0 if ok else 1
