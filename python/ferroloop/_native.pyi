@@ -81,6 +81,7 @@ class LoopCore:
         *,
         name: str | None = None,
         context: Context | None = None,
+        **kwargs: Any,  # from CPython 3.13.3, as asyncio's; a TypeError before
     ) -> asyncio.Task[Any]: ...
     def _set_has_task_factory(self, present: bool) -> None: ...
 

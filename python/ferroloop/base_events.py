@@ -47,6 +47,9 @@ _FORMAT_TAKES_DEBUG = "debug" in inspect.signature(format_helpers._format_callba
 # Since 3.12 (CPython gh-96704) asyncio runs a custom exception handler inside the context of
 # the task, future or handle the report is about; 3.11 calls it in the loop's own context.
 _HANDLER_IN_REPORTED_CONTEXT = sys.version_info >= (3, 12)
+# From 3.14 `create_task` hands the task name to the task factory with the other keyword
+# arguments instead of calling `set_name` on what the factory returns (gh-128307).
+_FACTORY_TAKES_NAME = sys.version_info >= (3, 14)
 
 
 def _debug_mode_from_environment() -> bool:
@@ -274,17 +277,31 @@ class Loop(
     # create_future() and create_task() are native (LoopCore); create_task comes here in
     # debug mode or when a task factory is set.
 
-    def _create_task_slow(self, coro: Any, name: str | None, context: Any) -> Any:
-        """create_task with a task factory, or in debug mode (trimmed source traceback)."""
+    def _create_task_slow(
+        self, coro: Any, name: str | None, context: Any, kwargs: dict[str, Any] | None
+    ) -> Any:
+        """create_task with a task factory, other keyword arguments, or in debug mode.
+
+        ``kwargs`` holds the keyword arguments other than ``name`` and ``context``; the native
+        ``create_task`` accepts them only from 3.13.3, as asyncio does. The task factory's
+        contract is the running version's: up to 3.13 it gets ``context`` only when one is
+        given (and the other keyword arguments, from 3.13.3), and the name is set on the task
+        it returns; from 3.14 it gets every keyword argument, the name among them.
+        """
+        if kwargs is None:
+            kwargs = {}
         if self._task_factory is None:
-            task = tasks.Task(coro, loop=self, name=name, context=context)
+            task = tasks.Task(coro, loop=self, name=name, context=context, **kwargs)
             if task._source_traceback:
                 del task._source_traceback[-1]
             return task
-        if context is None:
-            task = self._task_factory(self, coro)
-        else:
-            task = self._task_factory(self, coro, context=context)
+        if context is not None:
+            kwargs["context"] = context
+        if _FACTORY_TAKES_NAME:
+            if name is not None:
+                kwargs["name"] = name
+            return self._task_factory(self, coro, **kwargs)
+        task = self._task_factory(self, coro, **kwargs)
         if name is not None:
             set_name = getattr(task, "set_name", None)
             if set_name is not None:

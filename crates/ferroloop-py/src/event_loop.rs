@@ -23,7 +23,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyTuple};
 
 use ferroloop_core::timers::Cancellable;
 use ferroloop_core::{Events, Interest, Mode, Poller, ReadyQueue, TimerHeap, Token};
@@ -993,23 +993,39 @@ impl LoopCore {
     }
 
     /// Schedule a coroutine on the loop and return its Task.
-    #[pyo3(signature = (coro, *, name=None, context=None))]
+    ///
+    /// Other keyword arguments (`eager_start`, or whatever a task factory takes) are accepted
+    /// from CPython 3.13.3 on, as asyncio's `create_task` does; they and a task factory or
+    /// debug mode take the Python path (`_create_task_slow`), which has each version's rules.
+    #[pyo3(signature = (coro, *, name=None, context=None, **kwargs))]
     fn create_task<'py>(
         slf: &Bound<'py, Self>,
         coro: &Bound<'py, PyAny>,
         name: Option<&Bound<'py, PyAny>>,
         context: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
+        let kwargs = kwargs.filter(|kw| !kw.is_empty());
+        if let Some(kw) = kwargs {
+            if py.version_info() < (3, 13, 3) {
+                // asyncio's own signature before 3.13.3 has no **kwargs.
+                let key = kw.keys().get_item(0)?;
+                let cls = slf.get_type().name()?;
+                return Err(PyTypeError::new_err(format!(
+                    "{cls}.create_task() got an unexpected keyword argument '{key}'"
+                )));
+            }
+        }
         this.check_closed()?;
         let none = py.None().into_bound(py);
         let name = name.unwrap_or(&none);
         let context = context.unwrap_or(&none);
-        if this.debug_enabled() || this.has_task_factory.load(Relaxed) {
+        if kwargs.is_some() || this.debug_enabled() || this.has_task_factory.load(Relaxed) {
             return slf.call_method1(
                 pyo3::intern!(py, "_create_task_slow"),
-                (coro, name, context),
+                (coro, name, context, kwargs),
             );
         }
         let cls = tasks_module(py)?.getattr(pyo3::intern!(py, "Task"))?;
