@@ -12,7 +12,7 @@
 #   FERROLOOP_DEBIAN_ORACLE_ARGS="--modules test_tasks -v" ... (extra arguments for run.py)
 #
 # What it does, per suite: makes a minimal Debian root filesystem with debootstrap under
-# target/debian/<suite> (once; about 30 s and 330 MB, then reused), installs the interpreter, its
+# target/debian/<suite> (once, then reused; with the venv and cargo's build about 1.3 GB), installs the interpreter, its
 # venv/dev/testsuite packages, a C compiler and the host's local certificate authorities there
 # (an HTTPS proxy's, for PyPI), bind-mounts this worktree, /proc, /dev and the host's Rust
 # toolchain (CARGO_HOME, RUSTUP_HOME: ~/.cargo, ~/.rustup) at the same paths, makes a venv in the
