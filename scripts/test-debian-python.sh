@@ -12,10 +12,10 @@
 #   FERROLOOP_DEBIAN_ORACLE_ARGS="--modules test_tasks -v" ... (extra arguments for run.py)
 #
 # What it does, per suite: makes a minimal Debian root filesystem with debootstrap under
-# target/debian/<suite> (once, then reused; with the venv and cargo's build about 1.3 GB), installs the interpreter, its
-# venv/dev/testsuite packages, a C compiler and the host's local certificate authorities there
-# (an HTTPS proxy's, for PyPI), bind-mounts this worktree, /proc, /dev and the host's Rust
-# toolchain (CARGO_HOME, RUSTUP_HOME: ~/.cargo, ~/.rustup) at the same paths, makes a venv in the
+# target/debian/<suite> (once, then reused; with the venv and cargo's build about 1.3 GB),
+# installs the interpreter, its venv/dev/testsuite packages, a C compiler and the host's
+# local certificate authorities there (an HTTPS proxy's, for PyPI), bind-mounts this
+# worktree, /proc, /dev and the host's Rust toolchain (CARGO_HOME, RUSTUP_HOME: ~/.cargo, ~/.rustup) at the same paths, makes a venv in the
 # chroot (/opt/ferroloop-venv) with requirements-dev.txt, builds a ferroloop wheel with maturin
 # (cargo's target directory stays inside the chroot, /root/cargo-target, so the host's build
 # cache and its .so files in python/ferroloop are not touched) and installs it, then runs
@@ -27,7 +27,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "test-debian-python.sh: needs root (debootstrap, chroot and bind mounts); run it with sudo" >&2
+    echo "test-debian-python.sh: needs root (debootstrap, chroot and bind mounts);" \
+         "run it with sudo" >&2
     exit 2
 fi
 if ! command -v debootstrap >/dev/null 2>&1; then
@@ -111,7 +112,7 @@ for suite in "${suites[@]}"; do
 
     in_chroot() {
         chroot "$rootfs" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" \
-            PATH="/opt/ferroloop-venv/bin:$cargo_home/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" \
+            PATH="/opt/ferroloop-venv/bin:$cargo_home/bin:/usr/bin:/bin:/usr/sbin:/sbin" \
             CARGO_HOME="$cargo_home" RUSTUP_HOME="$rustup_home" \
             CARGO_TARGET_DIR=/root/cargo-target DEBIAN_FRONTEND=noninteractive "$@"
     }
@@ -129,10 +130,12 @@ for suite in "${suites[@]}"; do
     fi
     in_chroot "python$ver" --version
 
-    [ -x "$rootfs/opt/ferroloop-venv/bin/python" ] || in_chroot "python$ver" -m venv /opt/ferroloop-venv
+    [ -x "$rootfs/opt/ferroloop-venv/bin/python" ] \
+        || in_chroot "python$ver" -m venv /opt/ferroloop-venv
     stamp="$rootfs/opt/ferroloop-venv/.deps-stamp"
     if [ ! -f "$stamp" ] || [ requirements-dev.txt -nt "$stamp" ]; then
-        in_chroot python -m pip install -q --disable-pip-version-check -r "$root/requirements-dev.txt"
+        in_chroot python -m pip install -q --disable-pip-version-check \
+            -r "$root/requirements-dev.txt"
         touch "$stamp"
     fi
     # A wheel, not `maturin develop`: develop would put the extension into python/ferroloop,
