@@ -2,8 +2,9 @@
 # Runs the pytest behaviour suite on the other CPython versions ferroloop targets (3.12+),
 # when they are installed (pyenv's versions directory or pythonX.Y on PATH). Each gets its own
 # project-local virtual environment (.venv-X.Y) with ferroloop built into it. Every test
-# compares ferroloop with that interpreter's own asyncio; on 3.12 and 3.13 the interpreter's own
-# test_asyncio runs on both loops too (tests/cpython). Extra arguments go to pytest.
+# compares ferroloop with that interpreter's own asyncio; the interpreter's own test_asyncio runs
+# on both loops too (tests/cpython). No 3.14 is installed here; scripts/test-debian-python.sh
+# runs both on Debian's 3.14 (not in CI). Extra arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -37,9 +38,9 @@ for v in 3.12 3.13 3.14; do
     VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop -q --release
     "$venv/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
     case "$v" in
-        3.12|3.13)
+        3.12|3.13|3.14)
             # The oracle on this interpreter's own test_asyncio (tests/cpython/run.py), whose
-            # expectations hold for 3.11 to 3.13. About a minute.
+            # expectations hold for 3.11 to 3.14. About a minute.
             echo "== CPython $v's test_asyncio on asyncio and on ferroloop (.venv-$v)"
             "$venv/bin/python" tests/cpython/run.py
             ;;

@@ -8,11 +8,17 @@ import inspect
 import sys
 import threading
 import time
+import warnings
 
 import pytest
 from conftest import cb_text, run
 
 var = contextvars.ContextVar("var", default="default")
+
+
+# asyncio 3.14's call_soon_threadsafe returns an events._ThreadSafeHandle, run and cancelled
+# under a lock.
+THREADSAFE_HANDLES = hasattr(asyncio.events, "_ThreadSafeHandle")
 
 
 def greet(*args):  # a module-level callback, so that its repr is predictable
@@ -427,9 +433,39 @@ def test_handle_repr_of_builtins(loop):
     h1 = loop.call_soon(out.append, 1)
     assert repr(h1) == f"<Handle {cb_text('list.append', '1')}>"
     h2 = loop.call_soon_threadsafe(time.sleep, 0)
-    assert repr(h2) == f"<Handle {cb_text('sleep', '0')}>"
+    # asyncio 3.14's call_soon_threadsafe returns a _ThreadSafeHandle.
+    name = "_ThreadSafeHandle" if THREADSAFE_HANDLES else "Handle"
+    assert repr(h2) == f"<{name} {cb_text('sleep', '0')}>"
     h1.cancel()
     h2.cancel()
+
+
+@pytest.mark.skipif(not THREADSAFE_HANDLES, reason="asyncio has no _ThreadSafeHandle (3.14+)")
+def test_threadsafe_handle_cancel_waits_for_its_running_callback(loop):
+    # asyncio 3.14 runs and cancels call_soon_threadsafe's handle under a lock: a cancel() from
+    # another thread while the callback runs returns only after the callback has returned.
+    started = threading.Event()
+    log = []
+
+    def callback():
+        started.set()
+        time.sleep(0.2)
+        log.append("callback returned")
+
+    def other_thread():
+        handle = loop.call_soon_threadsafe(callback)
+        log.append(isinstance(handle, asyncio.events._ThreadSafeHandle))
+        if started.wait(10):
+            handle.cancel()
+            log.append("cancel returned")
+            log.append(handle.cancelled())
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    loop.run_forever()
+    t.join()
+    assert log == [True, "callback returned", "cancel returned", True]
 
 
 def test_timer_handle_repr(loop):
@@ -481,6 +517,25 @@ def test_bad_callbacks_raise_type_error_in_debug_mode(loop, method):
         assert str(ei.value) == f"coroutines cannot be used with {name}()"
     finally:
         coro.close()
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe", "call_later", "call_at"])
+def test_debug_mode_callback_check_warns_nothing(loop, method):
+    # The debug-mode check must not go through asyncio.iscoroutinefunction, which warns
+    # (DeprecationWarning) on every call from 3.14 on; asyncio's own check does not warn.
+    loop.set_debug(True)
+
+    def schedule(cb):
+        if method in ("call_later", "call_at"):
+            return getattr(loop, method)(0, cb)
+        return getattr(loop, method)(cb)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        handle = schedule(greet)
+        with pytest.raises(TypeError, match="^coroutines cannot be used with"):
+            schedule(coro_fn)
+    handle.cancel()
 
 
 def test_bad_callbacks_outside_debug_mode_fail_when_called(loop):

@@ -9,6 +9,7 @@ import contextvars
 import gc
 import os
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -204,7 +205,12 @@ def test_run_in_running_loop_raises(run_fn):
 
 
 def test_run_rejects_non_coroutine(run_fn):
-    with pytest.raises(ValueError, match="^a coroutine was expected, got 42$"):
+    # asyncio 3.14's run() also takes awaitables, and says so when given neither.
+    if sys.version_info >= (3, 14):
+        error, message = TypeError, "^An asyncio.Future, a coroutine or an awaitable is required$"
+    else:
+        error, message = ValueError, "^a coroutine was expected, got 42$"
+    with pytest.raises(error, match=message):
         run_fn(42)
 
 

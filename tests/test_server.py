@@ -571,6 +571,40 @@ def test_cancelling_serve_forever_closes_the_server(loop):
     run(loop, main())
 
 
+def test_cancelling_serve_forever_with_a_connection_open(loop, loop_factory, server_side):
+    # asyncio 3.14's serve_forever, when cancelled, closes the server's connections before it
+    # waits for them (a client that never hangs up cannot keep a Ctrl+C'd server alive);
+    # before, it waits until they end on their own (where wait_closed waits for connections).
+    async def main():
+        server = await loop.create_server(server_side, "127.0.0.1", 0)
+        task = asyncio.ensure_future(server.serve_forever())
+        client, _ = await connect(loop, server.sockets[0].getsockname())
+        await until(lambda: len(server_side.instances) == 1)
+        await server_side.instances[0].made
+        task.cancel()
+        try:
+            async with asyncio.timeout(1):
+                await asyncio.shield(task)
+        except TimeoutError:
+            outcome = "still waiting for the connection"
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+        server_closed_it = server_side.instances[0].lost.done()
+        client.close()
+        if not task.done():
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        return outcome, server_closed_it
+
+    if sys.version_info >= (3, 14):
+        expected = ("cancelled", True)
+    elif wait_closed_waits(loop_factory):
+        expected = ("still waiting for the connection", False)
+    else:  # asyncio before 3.12.1: wait_closed returns at once when the server is closed
+        expected = ("cancelled", False)
+    assert run(loop, main()) == expected
+
+
 def test_async_with_closes_the_server(loop):
     async def main():
         async with await loop.create_server(EchoProtocol, "127.0.0.1", 0) as server:

@@ -504,6 +504,38 @@ def test_sock_sendfile_offset_and_count(loop, pair, data_file):
     assert run(loop, main()) == (1000, data[5000:6000], 6000)
 
 
+def test_sock_sendfile_past_the_end_of_the_file(loop, pair, data_file):
+    # Nothing to send from an offset at or past the end. asyncio 3.14 still sets the file
+    # position to the offset (its _sock_sendfile_update_filepos seeks unconditionally); earlier
+    # versions leave the position where it was.
+    a, _b = pair
+    f, data = data_file
+    f.seek(123)
+
+    async def main():
+        return await loop.sock_sendfile(a, f, len(data) + 10, fallback=False), f.tell()
+
+    position = len(data) + 10 if sys.version_info >= (3, 14) else 123
+    assert run(loop, main()) == (0, position)
+
+
+def test_sock_sendfile_fallback_reads_from_offset_zero(loop, pair):
+    # asyncio 3.14's read-and-send fallback seeks to the offset even when it is 0; before 3.14
+    # it reads from wherever the file is positioned.
+    a, b = pair
+    buf = io.BytesIO(b"0123456789")
+    buf.seek(4)
+
+    async def main():
+        sent = await loop.sock_sendfile(a, buf)
+        return sent, await _read_exactly(loop, b, sent), buf.tell()
+
+    if sys.version_info >= (3, 14):
+        assert run(loop, main()) == (10, b"0123456789", 10)
+    else:
+        assert run(loop, main()) == (6, b"456789", 6)
+
+
 def test_sock_sendfile_fallback_for_non_regular_files(loop, pair):
     a, b = pair
     buf = io.BytesIO(b"in memory" * 1000)

@@ -9,12 +9,14 @@ processes at once; both take well under a few seconds on either loop.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import pytest
 from conftest import run
@@ -95,6 +97,40 @@ def test_create_subprocess_exec_communicate(loop):
         return out, err, p.returncode
 
     assert run(loop, main()) == (b"to cat\n", b"err\n", 3)
+
+
+# CPython gh-119710 (a 3.14 fix): wait() returns once the process has exited, even if a pipe of
+# it stays open. Read from asyncio itself, as ferroloop reads it (subprocesses.py).
+WAIT_RETURNS_AT_EXIT = (
+    "discard" in asyncio.base_subprocess.BaseSubprocessTransport._wait.__code__.co_names
+)
+
+
+def test_wait_returns_while_a_grandchild_holds_the_pipes(loop):
+    # The child starts a grandchild that inherits its stdin and stdout, then sleeps until it is
+    # killed; the grandchild writes "ready" and keeps both pipes open until its stdin reaches
+    # end of file. wait() is already waiting when the child dies.
+    grandchild = "import sys; sys.stdout.write('ready'); sys.stdout.flush(); sys.stdin.read()"
+    child = (f"import subprocess, sys, time; "
+             f"subprocess.Popen([sys.executable, '-c', {grandchild!r}]); time.sleep(60)")
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(PY, "-c", child, stdin=PIPE, stdout=PIPE)
+        waiting = asyncio.ensure_future(proc.wait())
+        assert await proc.stdout.readexactly(5) == b"ready"
+        proc.kill()
+        try:
+            async with asyncio.timeout(2):
+                first = await asyncio.shield(waiting)
+        except TimeoutError:
+            first = "still waiting"
+        proc.stdin.close()  # the grandchild exits, the pipes close
+        assert await proc.stdout.read() == b""
+        return first, await waiting
+
+    killed = -signal.SIGKILL
+    expected = (killed, killed) if WAIT_RETURNS_AT_EXIT else ("still waiting", killed)
+    assert run(loop, main()) == expected
 
 
 def test_create_subprocess_shell_and_wait(loop):
@@ -653,7 +689,11 @@ def test_failure_after_popen_kills_and_reaps_the_child(ferro_loop, monkeypatch, 
             await asyncio.create_subprocess_exec("sleep", "10", stdout=PIPE)
         await asyncio.sleep(0.05)
 
-    run(loop, main())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        run(loop, main())
+        gc.collect()  # the child's stdout pipe file, if nothing closed it
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
     assert len(started) == 1
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:

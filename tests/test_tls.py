@@ -971,6 +971,41 @@ def test_stream_writer_start_tls(loop, sctx, cctx):
     run(loop, main())
 
 
+@pytest.mark.skipif(
+    "_incoming" not in asyncio.BaseEventLoop.start_tls.__code__.co_names,
+    reason="asyncio's start_tls leaves a StreamReader's buffered data behind (before gh-142352)",
+)
+def test_stream_writer_start_tls_takes_the_buffered_client_hello(loop, sctx, cctx):
+    # The client starts TLS right after its STARTTLS line, without waiting for an answer, so
+    # the server's StreamReader has the ClientHello buffered behind the line when the server
+    # calls start_tls. asyncio (since CPython gh-142352, 3.14) hands that data to the TLS
+    # protocol; without it the server waits for a ClientHello that has already arrived.
+    async def handler(reader, writer):
+        await asyncio.sleep(0.2)  # the line and the ClientHello are both buffered by now
+        assert await reader.readline() == b"STARTTLS\n"
+        await writer.start_tls(sctx)
+        line = await reader.readline()
+        writer.write(line.upper())
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def main():
+        server = await asyncio.start_server(handler, HOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.write(b"STARTTLS\n")
+        async with asyncio.timeout(5):
+            await writer.start_tls(cctx, server_hostname=NAME)
+        writer.write(b"hello over tls\n")
+        assert await reader.readline() == b"HELLO OVER TLS\n"
+        writer.close()
+        await writer.wait_closed()
+        await close_server(server)
+
+    run(loop, main())
+
+
 def test_tls_over_tls_through_a_proxy(loop, ca, sctx, cctx):
     # The client speaks TLS to a proxy, and TLS to the backend inside that (start_tls on a
     # TLS transport), as through an HTTPS proxy's CONNECT tunnel.

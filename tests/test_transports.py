@@ -9,6 +9,7 @@ import gc
 import logging
 import socket
 import struct
+import sys
 import warnings
 
 import pytest
@@ -125,7 +126,10 @@ def test_write_rejects_non_bytes(loop):
         peer.close()
         return str(ei.value)
 
-    assert run(loop, main()) == "data argument must be a bytes-like object, not 'str'"
+    # asyncio 3.14 names the accepted types.
+    expected = ("a bytes, bytearray, or memoryview object" if sys.version_info >= (3, 14)
+                else "a bytes-like object")
+    assert run(loop, main()) == f"data argument must be {expected}, not 'str'"
 
 
 def test_write_eof_half_close(loop):
@@ -749,6 +753,35 @@ def test_sendfile_of_a_non_regular_file(loop):
         return sent, got
 
     assert run(loop, main()) == (50000, b"0123456789" * 5000)
+
+
+def test_sendfile_fallback_reads_from_offset_zero(loop, data_file):
+    # A file positioned past its start, sent from offset 0 through the read-and-write fallback
+    # (a BytesIO) and natively (a regular file). asyncio 3.14 sends the whole file either way:
+    # its fallback seeks to the offset even when it is 0, and its native path sets the
+    # position even when nothing is left to send. Before 3.14 the fallback reads from where the
+    # file is, and an offset at the end leaves the position alone.
+    import io
+
+    f, data = data_file
+    buf = io.BytesIO(b"0123456789")
+    buf.seek(4)
+    f.seek(123)
+
+    async def main():
+        tr, _pr, peer = await make(loop, Recorder())
+        sent = await loop.sendfile(tr, buf)
+        got = await read_until(loop, peer, sent)
+        at_end = await loop.sendfile(tr, f, len(data))
+        tr.close()
+        peer.close()
+        return sent, got, buf.tell(), at_end, f.tell()
+
+    if sys.version_info >= (3, 14):
+        expected = (10, b"0123456789", 10, 0, len(data))
+    else:
+        expected = (6, b"456789", 6, 0, 123)
+    assert run(loop, main()) == expected
 
 
 def test_sendfile_on_a_closing_transport(loop, data_file):

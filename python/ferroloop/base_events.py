@@ -50,6 +50,11 @@ _HANDLER_IN_REPORTED_CONTEXT = sys.version_info >= (3, 12)
 # From 3.14 `create_task` hands the task name to the task factory with the other keyword
 # arguments instead of calling `set_name` on what the factory returns (gh-128307).
 _FACTORY_TAKES_NAME = sys.version_info >= (3, 14)
+# asyncio's debug-mode callback check: 3.14 deprecates asyncio.iscoroutinefunction (it warns on
+# every call) and checks with its private, warning-free equivalent.
+_iscoroutinefunction = getattr(asyncio.coroutines, "_iscoroutinefunction", None) or (
+    asyncio.iscoroutinefunction
+)
 
 
 def _debug_mode_from_environment() -> bool:
@@ -180,7 +185,7 @@ class Loop(
 
     @staticmethod
     def _check_callback(callback: object, method: str) -> None:
-        if asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback):
+        if asyncio.iscoroutine(callback) or _iscoroutinefunction(callback):
             raise TypeError(f"coroutines cannot be used with {method}()")
         if not callable(callback):
             raise TypeError(
@@ -544,10 +549,15 @@ class Loop(
         if method == "call_soon":
             self._check_thread()
         self._check_callback(callback, method)
-        handle = _native.Handle(callback, args, self, context)
+        # asyncio 3.14's call_soon_threadsafe makes a _ThreadSafeHandle (the native module has
+        # that class where asyncio does), whose __init__ is one more frame in the traceback.
+        cls, frames = _native.Handle, 1
+        if method == "call_soon_threadsafe" and hasattr(_native, "_ThreadSafeHandle"):
+            cls, frames = _native._ThreadSafeHandle, 2
+        handle = cls(callback, args, self, context)
         if handle._source_traceback:
-            # Drop this frame: the traceback ends where the user called call_soon.
-            del handle._source_traceback[-1]
+            # Drop our frames: the traceback ends where the user called call_soon.
+            del handle._source_traceback[-frames:]
         self._push_ready(handle)
         return handle
 

@@ -32,6 +32,10 @@ from typing import Any
 # asyncio 3.13 caps each os.sendfile() call (gh-82500), so a count beyond a C ssize_t sends
 # the file instead of raising OverflowError; earlier versions raise, and so does ferroloop there.
 _SENDFILE_CAP = sys.maxsize // 2 + 1 if sys.version_info >= (3, 13) else None
+# asyncio 3.14 sets the file position after a native sock_sendfile even when nothing was sent
+# (an offset at or past the end of the file): to the offset; and its read-and-send fallback
+# seeks to the offset before reading even when the offset is 0. Earlier versions do neither.
+_SENDFILE_SEEKS_ALWAYS = sys.version_info >= (3, 14)
 
 try:
     import ssl
@@ -286,7 +290,8 @@ class SocketMethods:
     async def _sock_sendfile_fallback(
         self, sock: socket.socket, file: Any, offset: int, count: int | None
     ) -> int:
-        if offset:
+        # 3.14 seeks to the offset even when it is 0 (the file may be positioned elsewhere).
+        if offset or (_SENDFILE_SEEKS_ALWAYS and hasattr(file, "seek")):
             file.seek(offset)
         chunk = (
             min(count, _SENDFILE_FALLBACK_READBUFFER_SIZE)
@@ -419,7 +424,8 @@ class _SendfileJob:
     """``os.sendfile`` until ``count`` bytes (or the file) are sent, waiting for room.
 
     The file position is left after the last byte sent, as asyncio leaves it (sendfile with
-    an explicit offset does not move it, so it is set at the end).
+    an explicit offset does not move it, so it is set at the end; on 3.14 also when nothing
+    was sent).
     """
 
     def __init__(
@@ -451,7 +457,7 @@ class _SendfileJob:
             self._update_filepos()
 
     def _update_filepos(self) -> None:
-        if self._total_sent > 0:
+        if self._total_sent > 0 or _SENDFILE_SEEKS_ALWAYS:
             os.lseek(self._fileno, self._start_offset + self._total_sent, os.SEEK_SET)
 
     def _finish(self, exc: BaseException | None = None) -> None:

@@ -23,9 +23,14 @@ transports, decides when ``wait_closed`` returns.
 from __future__ import annotations
 
 import asyncio
+import sys
 import weakref
 from asyncio import trsock
 from typing import Any
+
+# A cancelled serve_forever() also closes the server's connections from 3.14 on (asyncio closes
+# the clients, then waits); earlier versions wait for the connections to end by themselves.
+_CLOSE_CLIENTS_WHEN_CANCELLED = sys.version_info >= (3, 14)
 
 __all__ = ["Server"]
 
@@ -146,8 +151,8 @@ class Server(asyncio.AbstractServer):
     async def serve_forever(self) -> None:
         """Accept connections until cancelled; ``close()`` cancels it too.
 
-        When cancelled, the server is closed and its connections are waited for
-        (``wait_closed``) before ``CancelledError`` propagates.
+        When cancelled, the server is closed (on 3.14 its connections too) and its
+        connections are waited for (``wait_closed``) before ``CancelledError`` propagates.
         """
         if self._serving_forever_fut is not None:
             raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
@@ -160,6 +165,8 @@ class Server(asyncio.AbstractServer):
         except asyncio.CancelledError:
             try:
                 self.close()
+                if _CLOSE_CLIENTS_WHEN_CANCELLED:
+                    self.close_clients()
                 await self.wait_closed()
             finally:
                 raise

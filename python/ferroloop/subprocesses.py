@@ -38,10 +38,17 @@ import signal
 import subprocess
 import threading
 import warnings
-from asyncio import protocols, transports
+from asyncio import base_subprocess, protocols, transports
 from typing import Any
 
 from .pipes import ReadPipeTransport, WritePipeTransport
+
+# CPython gh-119710 (a 3.14 fix): Process.wait() returns as soon as the process has exited, even
+# while a pipe stays open (a grandchild inherited it); before, it returned with connection_lost,
+# once every pipe was closed too. Read from the running asyncio's own transport (its _wait
+# drops a cancelled waiter with set.discard only since that fix), so that ferroloop follows
+# every patch release, including any backport.
+_WAIT_RETURNS_AT_EXIT = "discard" in base_subprocess.BaseSubprocessTransport._wait.__code__.co_names
 
 __all__ = ["SubprocessTransport"]
 
@@ -179,7 +186,9 @@ class SubprocessTransport(transports.SubprocessTransport):
         proc = self._proc
         assert proc is not None
         for fd, pipe in ((0, proc.stdin), (1, proc.stdout), (2, proc.stderr)):
-            if pipe is not None and fd not in self._pipes:
+            # A pipe without a transport: not reached, or its transport failed to build.
+            proto = self._pipes.get(fd)
+            if pipe is not None and (proto is None or proto.pipe is None):
                 pipe.close()
         self._loop._children.pop(self._pid, None)
         if self._pidfd is not None:
@@ -298,6 +307,8 @@ class SubprocessTransport(transports.SubprocessTransport):
         self._returncode = returncode
         self._call(self._protocol.process_exited)
         self._try_finish()
+        if _WAIT_RETURNS_AT_EXIT:
+            self._wake_exit_waiters()
 
     def _pipe_connection_lost(self, fd: int, exc: BaseException | None) -> None:
         self._call(self._protocol.pipe_connection_lost, fd, exc)
@@ -314,13 +325,16 @@ class SubprocessTransport(transports.SubprocessTransport):
         try:
             self._protocol.connection_lost(exc)
         finally:
-            waiters, self._exit_waiters = self._exit_waiters, None
-            for waiter in waiters or ():
-                if not waiter.cancelled():
-                    waiter.set_result(self._returncode)
+            self._wake_exit_waiters()
             self._loop = None
             self._proc = None
             self._protocol = None
+
+    def _wake_exit_waiters(self) -> None:
+        waiters, self._exit_waiters = self._exit_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(self._returncode)
 
     async def _wait(self) -> int:
         """The return code, once the process has exited (``asyncio.subprocess.Process.wait``

@@ -27,6 +27,7 @@ in the environment switches it off too. Figures and reasons: design.md §5.24.
 
 from __future__ import annotations
 
+import asyncio
 import dis
 import hashlib
 import os
@@ -69,10 +70,13 @@ _MIRRORED = (
 _SSLOBJECT_MIRRORED = (
     "read", "write", "pending", "do_handshake", "getpeercert", "cipher", "compression", "unwrap",
 )
-# _fingerprint() of asyncio 3.11.7 and 3.12.1 (the same sslproto.py), and of 3.13.0 (which
-# schedules the handshake and shutdown timeouts and a buffered read's continuation with bound
-# methods instead of lambdas; tls/hs.rs makes whichever the running version makes).
-_KNOWN_FINGERPRINTS = frozenset({"6bbdf3f06b9ae695", "72abc4ef31573445"})
+# _fingerprint() of asyncio 3.11.7 and 3.12.1 (the same sslproto.py), of 3.13.0 and 3.13.5 (which
+# schedule the handshake and shutdown timeouts and a buffered read's continuation with bound
+# methods instead of lambdas; tls/hs.rs makes whichever the running version makes), and of
+# 3.14.8, whose sslproto.py is 3.13.5's byte for byte: its fingerprint differs only because
+# 3.14's compiler keeps the keys of a constant-keyed dict display (_control_app_writing's
+# exception-handler context) as separate string constants instead of one tuple.
+_KNOWN_FINGERPRINTS = frozenset({"6bbdf3f06b9ae695", "72abc4ef31573445", "bc057e868f2e4da0"})
 
 
 def _code_names(code: types.CodeType) -> set[str]:
@@ -305,6 +309,22 @@ def make_ssl_transport(
     return ssl_protocol._app_transport, raw
 
 
+# CPython gh-142352 (a 3.14 fix): on the server side, start_tls hands what a StreamReader has
+# already buffered (a ClientHello that arrived with, or right after, the plaintext part) to the
+# new SSLProtocol, which would otherwise wait for it forever. Whether the running asyncio does
+# is read from its own start_tls (the fix is the only place there that touches `_incoming`), so
+# that ferroloop follows every patch release, including any backport.
+_START_TLS_TAKES_BUFFERED_DATA = "_incoming" in asyncio.BaseEventLoop.start_tls.__code__.co_names
+
+
+def _move_buffered_stream_data(protocol: Any, ssl_protocol: Any) -> None:
+    if isinstance(protocol, asyncio.StreamReaderProtocol):
+        reader = getattr(protocol, "_stream_reader", None)
+        if reader is not None and reader._buffer:
+            ssl_protocol._incoming.write(reader._buffer)
+            reader._buffer.clear()
+
+
 async def start_tls(
     loop: Any, transport: Any, protocol: Any, sslcontext: Any, *, server_side: bool = False,
     server_hostname: str | None = None, ssl_handshake_timeout: float | None = None,
@@ -336,6 +356,8 @@ async def start_tls(
     )
     install_fast_path(ssl_protocol, native_connection_lost=type(transport) is SocketTransport)
     transport.pause_reading()
+    if server_side and _START_TLS_TAKES_BUFFERED_DATA:
+        _move_buffered_stream_data(protocol, ssl_protocol)
     transport.set_protocol(ssl_protocol)
     conmade_cb = loop.call_soon(ssl_protocol.connection_made, transport)
     resume_cb = loop.call_soon(transport.resume_reading)

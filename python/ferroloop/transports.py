@@ -25,7 +25,12 @@ from asyncio import exceptions, futures, protocols, transports, trsock
 from typing import Any
 
 from . import _native
-from .selector_events import _INET_FAMILIES, _socket_family, _socket_type
+from .selector_events import (
+    _INET_FAMILIES,
+    _SENDFILE_SEEKS_ALWAYS,
+    _socket_family,
+    _socket_type,
+)
 
 __all__ = ["NativeSocketTransport", "SocketTransport", "make_socket_transport", "sendfile"]
 
@@ -327,7 +332,8 @@ async def _sendfile_zero_copy(
 async def _sendfile_by_writes(
     loop: Any, transport: Any, file: Any, offset: int, count: int | None
 ) -> int:
-    if offset:
+    # 3.14 seeks to the offset even when it is 0 (the file may be positioned elsewhere).
+    if offset or (_SENDFILE_SEEKS_ALWAYS and hasattr(file, "seek")):
         file.seek(offset)
     chunk = min(count, _SENDFILE_FALLBACK_CHUNK) if count else _SENDFILE_FALLBACK_CHUNK
     buf = bytearray(chunk)

@@ -18,7 +18,8 @@ in CI. Why it is built this way:
 * **How ferroloop is put under test** (``--loop ferroloop``), without changing test ids:
   - ``asyncio.DefaultEventLoopPolicy`` is replaced *before* the module is imported by a subclass
     of ``ferroloop.EventLoopPolicy``. asyncio 3.11 re-imports that name from the package each
-    time the policy is reset (``events._init_event_loop_policy``), so the modules'
+    time the policy is reset (``events._init_event_loop_policy``; 3.14 imports
+    ``unix_events._DefaultEventLoopPolicy``, replaced there), so the modules'
     ``asyncio.set_event_loop_policy(None)`` calls bring back ferroloop, and every
     ``asyncio.new_event_loop()``, ``asyncio.run()`` and ``IsolatedAsyncioTestCase`` goes to it.
   - The conformance classes that build their loop themselves (``create_event_loop`` /
@@ -103,11 +104,19 @@ def install_ferroloop_policy() -> None:
         def new_event_loop(self) -> asyncio.AbstractEventLoop:
             return _new_ferroloop()
 
-    asyncio.DefaultEventLoopPolicy = OracleEventLoopPolicy  # type: ignore[misc]
-    if sys.platform != "win32":
-        asyncio.unix_events.DefaultEventLoopPolicy = OracleEventLoopPolicy  # type: ignore[misc]
-    asyncio.set_event_loop_policy(None)
-    policy = asyncio.get_event_loop_policy()
+    if sys.version_info >= (3, 14):
+        # 3.14 deprecates the public policy names (module __getattr__ with a warning) and
+        # ``_init_event_loop_policy`` imports the private ``unix_events._DefaultEventLoopPolicy``;
+        # the test modules reset the policy through ``events._set_event_loop_policy(None)``.
+        asyncio.unix_events._DefaultEventLoopPolicy = OracleEventLoopPolicy  # type: ignore[attr-defined]
+        asyncio.events._set_event_loop_policy(None)  # type: ignore[attr-defined]
+        policy = asyncio.events._get_event_loop_policy()  # type: ignore[attr-defined]
+    else:
+        asyncio.DefaultEventLoopPolicy = OracleEventLoopPolicy  # type: ignore[misc]
+        if sys.platform != "win32":
+            asyncio.unix_events.DefaultEventLoopPolicy = OracleEventLoopPolicy  # type: ignore[misc]
+        asyncio.set_event_loop_policy(None)
+        policy = asyncio.get_event_loop_policy()
     assert isinstance(policy, OracleEventLoopPolicy), policy
 
 

@@ -10,8 +10,9 @@ Why it is built this way:
 
 * **Nothing is copied.** The tests are the running interpreter's own ``test.test_asyncio``, so
   they always match the asyncio they are compared with. The expectations are written for
-  CPython 3.11 (the project's main interpreter), 3.12 and 3.13, and CI runs the oracle on each
-  of them; on another version the runner refuses to judge. Modules newer than 3.11 are run
+  CPython 3.11 (the project's main interpreter), 3.12, 3.13 and 3.14; CI runs the oracle on
+  3.11 to 3.13, and ``scripts/test-debian-python.sh`` on Debian's 3.14 (and 3.13.x); on another
+  version the runner refuses to judge. Modules newer than 3.11 are run
   where they exist (``Module.since``).
 * **Both loops, every module, same test ids.** Each module runs once on stock asyncio and once
   on ferroloop (``child.py`` explains how ferroloop is put under test without renaming
@@ -63,7 +64,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 CHILD = HERE / "child.py"
 EXPECTATIONS = HERE / "expectations.toml"
-SUPPORTED = ((3, 11), (3, 12), (3, 13))
+SUPPORTED = ((3, 11), (3, 12), (3, 13), (3, 14))
 
 OK = {"pass", "skip", "xfail"}          # outcomes that are not failures
 BAD = {"fail", "error", "xpass", "hang", "crash"}
@@ -98,8 +99,10 @@ MODULES: tuple[Module, ...] = (
     Module("test_eager_task_factory", since=(3, 12)),
     Module("test_events", drop=_VARIANTS, hooks=("EPollEventLoopTests.create_event_loop",),
            weight=4),
+    Module("test_free_threading", since=(3, 14)),
     Module("test_futures"),
     Module("test_futures2"),
+    Module("test_graph", since=(3, 14)),
     Module("test_locks"),
     Module("test_pep492"),
     Module("test_protocols"),
@@ -119,6 +122,7 @@ MODULES: tuple[Module, ...] = (
     Module("test_tasks", weight=13),
     Module("test_threads"),
     Module("test_timeouts"),
+    Module("test_tools", since=(3, 14)),
     Module("test_transports"),
     Module("test_unix_events"),
     Module("test_waitfor", weight=1),
@@ -310,14 +314,28 @@ class Entry:
         return f"#{self.issue}" if self.category == "waits-on-issue" else self.category
 
 
+def _version(text: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(text, str) or not re.fullmatch(r"3\.\d+(\.\d+)?", text):
+        raise SystemExit(f"{where}: a version is written \"3.14\" or \"3.13.5\"")
+    return tuple(int(part) for part in text.split("."))
+
+
 def load_expectations(path: Path) -> list[Entry]:
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     entries = []
+    running = sys.version_info[:3]
     for i, raw in enumerate(data.get("entry", [])):
         where = f"{path.name}: entry {i + 1}"
-        unknown = set(raw) - {"category", "why", "tests", "issue", "unnamed", "hangs"}
+        unknown = set(raw) - {"category", "why", "tests", "issue", "unnamed", "hangs", "since",
+                              "before"}
         if unknown:
             raise SystemExit(f"{where}: unknown keys {sorted(unknown)}")
+        # Tests that exist only in some versions' test_asyncio: the entry holds from ``since``
+        # and until before ``before``; elsewhere it is left out (its patterns would be stale).
+        since = _version(raw["since"], where) if "since" in raw else None
+        before = _version(raw["before"], where) if "before" in raw else None
+        if (since is not None and running < since) or (before is not None and running >= before):
+            continue
         cat = raw.get("category")
         if cat not in CATEGORIES:
             raise SystemExit(f"{where}: category must be one of {CATEGORIES}")

@@ -306,7 +306,11 @@ impl LoopCore {
         }
         let (ctx, fresh) = Self::context_or_copy(py, context)?;
         let fresh = fresh.then(|| ctx.clone());
-        let handle = handles::new_handle(py, callback, args, slf.as_any(), ctx)?;
+        let handle = if method == "call_soon_threadsafe" {
+            handles::new_threadsafe_handle(py, callback, args, slf.as_any(), ctx)?
+        } else {
+            handles::new_handle(py, callback, args, slf.as_any(), ctx)?
+        };
         this.push_ready(py, &handle, fresh.as_ref())?;
         Ok(handle)
     }

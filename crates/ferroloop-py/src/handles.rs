@@ -12,6 +12,14 @@
 //! `Handle.__init__` in Python, and the run loop reads `_callback`/`_args`/`_context`
 //! straight from memory. Any `asyncio.Handle` works with the run loop, including the ones the
 //! debug path builds through the normal constructor (they carry a source traceback).
+//!
+//! Where asyncio has `events._ThreadSafeHandle` (3.14; the handle `call_soon_threadsafe`
+//! returns, with an `RLock` in a `_lock` slot that its `cancel`/`cancelled`/`_run` take),
+//! `ferroloop._ThreadSafeHandle` is made the same way, a third class: its slots are a
+//! `Handle`'s plus `_lock`, which gets a new `_thread.RLock` as asyncio's `__init__` gives it.
+//! As asyncio's, it is run and cancelled holding that lock: the run loop takes it, checks
+//! `_cancelled` again and calls the callback, so a `cancel()` (or `cancelled()`) from another
+//! thread waits until the callback has returned.
 
 use std::ffi::CStr;
 use std::ptr;
@@ -45,6 +53,12 @@ pub struct Layout {
 static LAYOUT: OnceLock<Layout> = OnceLock::new();
 static HANDLE_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static TIMER_HANDLE_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+/// `ferroloop._ThreadSafeHandle`, where asyncio has `_ThreadSafeHandle`.
+static THREADSAFE_HANDLE_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+/// `_thread.RLock`, the lock type asyncio's `_ThreadSafeHandle.__init__` stores.
+static RLOCK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// Offset of `_ThreadSafeHandle`'s `_lock` slot.
+static LOCK_OFFSET: OnceLock<isize> = OnceLock::new();
 
 #[inline]
 pub fn layout() -> &'static Layout {
@@ -193,10 +207,13 @@ impl FreeList {
 
 static HANDLE_FREELIST: FreeList = FreeList::new();
 static TIMER_FREELIST: FreeList = FreeList::new();
+static THREADSAFE_FREELIST: FreeList = FreeList::new();
 
 fn freelist_for(tp: *mut ffi::PyTypeObject) -> &'static FreeList {
     if tp == TIMER_HANDLE_TYPE_PTR.load(std::sync::atomic::Ordering::Relaxed) {
         &TIMER_FREELIST
+    } else if tp == THREADSAFE_HANDLE_TYPE_PTR.load(std::sync::atomic::Ordering::Relaxed) {
+        &THREADSAFE_FREELIST
     } else {
         &HANDLE_FREELIST
     }
@@ -227,6 +244,35 @@ pub fn new_handle<'py>(
     unsafe {
         let obj = alloc(py, handle_type(py))?;
         init_handle_slots(obj, callback, args, loop_, context);
+        Ok(Bound::from_owned_ptr(py, obj))
+    }
+}
+
+/// The handle `call_soon_threadsafe` returns: a new `ferroloop._ThreadSafeHandle` where asyncio
+/// has that class (asyncio's `_ThreadSafeHandle.__init__` outside debug mode), else the same
+/// as [`new_handle`].
+pub fn new_threadsafe_handle<'py>(
+    py: Python<'py>,
+    callback: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    loop_: &Bound<'py, PyAny>,
+    context: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (Some(ty), Some(rlock), Some(&lock_offset)) = (
+        THREADSAFE_HANDLE_TYPE.get(py),
+        RLOCK_TYPE.get(py),
+        LOCK_OFFSET.get(),
+    ) else {
+        return new_handle(py, callback, args, loop_, context);
+    };
+    // The lock first: once the handle is allocated, nothing may fail before its slots are set.
+    let lock = rlock.bind(py).call0()?;
+    // SAFETY: as in `new_handle`, for our `_ThreadSafeHandle` subclass, whose layout is a
+    // `Handle`'s plus the `_lock` slot at `lock_offset` (read from asyncio's class).
+    unsafe {
+        let obj = alloc(py, ty.bind(py))?;
+        init_handle_slots(obj, callback, args, loop_, context);
+        init_slot(obj, lock_offset, lock.into_ptr());
         Ok(Bound::from_owned_ptr(py, obj))
     }
 }
@@ -423,6 +469,59 @@ pub fn run_handle(
     loop_: &Bound<'_, PyAny>,
     handle: &Bound<'_, PyAny>,
 ) -> PyResult<RunOutcome> {
+    // SAFETY: a live object's type pointer is always readable.
+    let tp = unsafe { ffi::Py_TYPE(handle.as_ptr()) };
+    if tp == THREADSAFE_HANDLE_TYPE_PTR.load(std::sync::atomic::Ordering::Relaxed) {
+        return run_threadsafe_handle(py, loop_, handle);
+    }
+    run_unlocked(py, loop_, handle)
+}
+
+/// A `_ThreadSafeHandle`'s `_run`: under its lock, and only if it was not cancelled while the
+/// lock was being taken.
+#[cold]
+#[inline(never)]
+fn run_threadsafe_handle(
+    py: Python<'_>,
+    loop_: &Bound<'_, PyAny>,
+    handle: &Bound<'_, PyAny>,
+) -> PyResult<RunOutcome> {
+    let Some(lock) = threadsafe_lock(py, handle) else {
+        return run_unlocked(py, loop_, handle);
+    };
+    lock.call_method0(pyo3::intern!(py, "acquire"))?;
+    // SAFETY: `handle` is one of our `_ThreadSafeHandle`s, a live `asyncio.Handle`.
+    let outcome = if unsafe { is_cancelled(handle.as_ptr()) } {
+        Ok(RunOutcome::Done)
+    } else {
+        run_unlocked(py, loop_, handle)
+    };
+    let released = lock.call_method0(pyo3::intern!(py, "release"));
+    match (outcome, released) {
+        (Ok(outcome), Ok(_)) => Ok(outcome),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// The `_lock` slot of one of our `_ThreadSafeHandle`s (None if it was never set, as for an
+/// instance made with `__new__` alone).
+fn threadsafe_lock<'py>(py: Python<'py>, handle: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    let offset = *LOCK_OFFSET.get()?;
+    // SAFETY: callers pass instances of our `_ThreadSafeHandle` class, which has the `_lock`
+    // slot at `offset`; the borrowed value becomes a strong reference at once.
+    unsafe {
+        let lock = get_slot(handle.as_ptr(), offset);
+        (!lock.is_null()).then(|| Bound::from_borrowed_ptr(py, lock))
+    }
+}
+
+/// The body of [`run_handle`], without the lock of a `_ThreadSafeHandle`.
+#[inline(always)]
+fn run_unlocked(
+    py: Python<'_>,
+    loop_: &Bound<'_, PyAny>,
+    handle: &Bound<'_, PyAny>,
+) -> PyResult<RunOutcome> {
     let l = layout();
     let h = handle.as_ptr();
     // SAFETY: handles in the ready queue are `asyncio.Handle` instances (checked when they are
@@ -550,6 +649,29 @@ unsafe extern "C" fn handle_cancel(
     cancel_entry(slf, false)
 }
 
+/// `_ThreadSafeHandle.cancel`: under the handle's lock, so it waits for a running callback.
+unsafe extern "C" fn threadsafe_handle_cancel(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    guard(move |py| {
+        // SAFETY: CPython passes a live receiver, an instance of our `_ThreadSafeHandle` (the
+        // method descriptor checks its type).
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+        match threadsafe_lock(py, &slf) {
+            Some(lock) => {
+                lock.call_method0(pyo3::intern!(py, "acquire"))?;
+                let cancelled = cancel_impl(py, &slf, false);
+                lock.call_method0(pyo3::intern!(py, "release"))?;
+                cancelled?;
+            }
+            None => cancel_impl(py, &slf, false)?,
+        }
+        // SAFETY: `None` is a static object; taking a reference is valid with the GIL held.
+        Ok(new_ref(unsafe { ffi::Py_None() }))
+    })
+}
+
 unsafe extern "C" fn timer_handle_cancel(
     slf: *mut ffi::PyObject,
     _unused: *mut ffi::PyObject,
@@ -602,9 +724,11 @@ fn install_method(
 // and so on) an object is parked on a list and freed once the outermost deallocation
 // finishes, one level deep.
 
-/// Slot offsets to clear, per class: 7 for `Handle`, 9 for `TimerHandle`.
+/// Slot offsets to clear, per class: 7 for `Handle`, 9 for `TimerHandle`, 8 for
+/// `_ThreadSafeHandle`.
 static HANDLE_SLOTS: OnceLock<Vec<isize>> = OnceLock::new();
 static TIMER_SLOTS: OnceLock<Vec<isize>> = OnceLock::new();
+static THREADSAFE_SLOTS: OnceLock<Vec<isize>> = OnceLock::new();
 /// The deallocator's own trashcan: how deep it is nested right now, and the handles whose
 /// deallocation was postponed to bound that depth.
 struct DeallocState {
@@ -624,12 +748,12 @@ unsafe extern "C" fn handle_dealloc(obj: *mut ffi::PyObject) {
 }
 
 unsafe fn slots_of(obj: *mut ffi::PyObject) -> &'static [isize] {
-    // SAFETY: `obj` is a live instance of one of our two handle classes.
-    let is_timer = unsafe {
-        ffi::Py_TYPE(obj) == TIMER_HANDLE_TYPE_PTR.load(std::sync::atomic::Ordering::Relaxed)
-    };
-    let slots = if is_timer {
+    // SAFETY: `obj` is a live instance of one of our handle classes.
+    let tp = unsafe { ffi::Py_TYPE(obj) };
+    let slots = if tp == TIMER_HANDLE_TYPE_PTR.load(std::sync::atomic::Ordering::Relaxed) {
         &TIMER_SLOTS
+    } else if tp == THREADSAFE_HANDLE_TYPE_PTR.load(std::sync::atomic::Ordering::Relaxed) {
+        &THREADSAFE_SLOTS
     } else {
         &HANDLE_SLOTS
     };
@@ -639,6 +763,8 @@ unsafe fn slots_of(obj: *mut ffi::PyObject) -> &'static [isize] {
 }
 
 static TIMER_HANDLE_TYPE_PTR: std::sync::atomic::AtomicPtr<ffi::PyTypeObject> =
+    std::sync::atomic::AtomicPtr::new(ptr::null_mut());
+static THREADSAFE_HANDLE_TYPE_PTR: std::sync::atomic::AtomicPtr<ffi::PyTypeObject> =
     std::sync::atomic::AtomicPtr::new(ptr::null_mut());
 
 /// The handle classes' deallocator body, with a depth limit (deeper frees are deferred).
@@ -718,9 +844,13 @@ unsafe fn free_handle(obj: *mut ffi::PyObject) {
     }
 }
 
-/// Gives both handle classes the direct deallocator and makes them final (a subclass would
+/// Gives the handle classes the direct deallocator and makes them final (a subclass would
 /// add slots this deallocator does not know).
-fn install_dealloc(handle_cls: &Bound<'_, PyType>, timer_cls: &Bound<'_, PyType>) {
+fn install_dealloc(
+    handle_cls: &Bound<'_, PyType>,
+    timer_cls: &Bound<'_, PyType>,
+    threadsafe_cls: Option<&Bound<'_, PyType>>,
+) {
     let l = layout();
     let common = vec![
         l.callback,
@@ -733,13 +863,22 @@ fn install_dealloc(handle_cls: &Bound<'_, PyType>, timer_cls: &Bound<'_, PyType>
     ];
     let mut timer = common.clone();
     timer.extend([l.scheduled, l.when]);
+    if let (Some(cls), Some(&lock)) = (threadsafe_cls, LOCK_OFFSET.get()) {
+        let mut threadsafe = common.clone();
+        threadsafe.push(lock);
+        let _ = THREADSAFE_SLOTS.set(threadsafe);
+        THREADSAFE_HANDLE_TYPE_PTR.store(cls.as_type_ptr(), std::sync::atomic::Ordering::Relaxed);
+    }
     let _ = HANDLE_SLOTS.set(common);
     let _ = TIMER_SLOTS.set(timer);
     TIMER_HANDLE_TYPE_PTR.store(
         timer_cls.as_type_ptr(),
         std::sync::atomic::Ordering::Relaxed,
     );
-    for cls in [handle_cls, timer_cls] {
+    for cls in [Some(handle_cls), Some(timer_cls), threadsafe_cls]
+        .into_iter()
+        .flatten()
+    {
         let tp = cls.as_type_ptr();
         // SAFETY: the classes were created a moment ago by `type()` and nothing has used
         // them; changing their flags and deallocator before the first instance exists is what
@@ -830,17 +969,45 @@ pub fn init(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
         &base_timer,
         "asyncio.TimerHandle as ferroloop makes it: created natively, cancelled natively.",
     )?;
+    // asyncio 3.14's `call_soon_threadsafe` handle (see the module comment).
+    let threadsafe_cls = match events.getattr_opt("_ThreadSafeHandle")? {
+        Some(base) => {
+            let base = base.cast_into::<PyType>()?;
+            let lock = slot_offset(py, &base, "_lock")?;
+            let cls = make(
+                py,
+                "_ThreadSafeHandle",
+                &base,
+                "asyncio's _ThreadSafeHandle (call_soon_threadsafe's handle) as ferroloop makes \
+                 it: created natively, cancelled natively.",
+            )?;
+            let _ = LOCK_OFFSET.set(lock);
+            let _ = RLOCK_TYPE.set(py, py.import("_thread")?.getattr("RLock")?.unbind());
+            Some(cls)
+        }
+        None => None,
+    };
     install_method(py, &handle_cls, c"cancel", handle_cancel, CANCEL_DOC)?;
     install_method(py, &timer_cls, c"cancel", timer_handle_cancel, CANCEL_DOC)?;
+    if let Some(cls) = &threadsafe_cls {
+        install_method(py, cls, c"cancel", threadsafe_handle_cancel, CANCEL_DOC)?;
+    }
     // asyncio has Handle.get_context() from 3.12 on; ferroloop's handles have it everywhere.
-    for cls in [&handle_cls, &timer_cls] {
+    for cls in [Some(&handle_cls), Some(&timer_cls), threadsafe_cls.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         install_method(py, cls, c"get_context", handle_get_context, GET_CONTEXT_DOC)?;
     }
-    install_dealloc(&handle_cls, &timer_cls);
+    install_dealloc(&handle_cls, &timer_cls, threadsafe_cls.as_ref());
     let _ = HANDLE_TYPE.set(py, handle_cls.clone().unbind());
     let _ = TIMER_HANDLE_TYPE.set(py, timer_cls.clone().unbind());
     m.add("Handle", handle_cls)?;
     m.add("TimerHandle", timer_cls)?;
+    if let Some(cls) = threadsafe_cls {
+        let _ = THREADSAFE_HANDLE_TYPE.set(py, cls.clone().unbind());
+        m.add("_ThreadSafeHandle", cls)?;
+    }
     check_layout(py)
 }
 

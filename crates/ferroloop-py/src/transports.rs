@@ -764,8 +764,14 @@ impl TransportCore {
             let len = copy.len();
             (Chunk::Owned(copy), len)
         } else {
+            // asyncio 3.14 names the accepted types in the message.
+            let expected = if py.version_info() >= (3, 14) {
+                "a bytes, bytearray, or memoryview object"
+            } else {
+                "a bytes-like object"
+            };
             return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {}",
+                "data argument must be {expected}, not {}",
                 data.get_type().name()?.repr()?
             )));
         };
