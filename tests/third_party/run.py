@@ -39,6 +39,8 @@ import sys
 import tarfile
 import time
 import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +71,29 @@ class Suite:
     plugins: list[str] = field(default_factory=list)
     # Whether scripts/test.sh (CI) runs it; the others take too long for CI.
     ci: bool = False
+    # A service the tests need (a server), as a context manager factory: entered before each
+    # pytest process of the suite (so each run starts from the same fresh state) and left
+    # after it; it is given the suite's work directory and yields extra pytest arguments
+    # (where to reach the service).
+    service: Callable[[Path], AbstractContextManager[list[str]]] | None = None
+
+
+@contextmanager
+def redis_server(work: Path) -> Iterator[list[str]]:
+    """A private redis-server (scripts/start-redis.sh) for one pytest process, fresh each time."""
+    script = ["bash", str(ROOT / "scripts" / "start-redis.sh"), "--dir", str(work / "redis-server")]
+    subprocess.run([*script, "--stop"], check=True, stdout=subprocess.DEVNULL)
+    out = subprocess.run(script, check=False, stdout=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        raise SystemExit("could not start redis-server (scripts/start-redis.sh says why above)")
+    url = next(line.split("=", 1)[1] for line in out.stdout.splitlines()
+               if line.startswith("REDIS_URL="))
+    try:
+        # --redis-mod-url: the same server (it has no modules, so the module tests would skip;
+        # they are deselected anyway), rather than whatever may listen on localhost:6479.
+        yield [f"--redis-url={url}", f"--redis-mod-url={url}"]
+    finally:
+        subprocess.run([*script, "--stop"], check=False, stdout=subprocess.DEVNULL)
 
 
 ANYIO_CONFTEST_TAIL = """
@@ -199,6 +224,46 @@ SUITES = {
         # Not in CI: about 2 min per loop (its reload tests wait 5 s each on file watching).
         ci=False,
     ),
+    "redis": Suite(
+        name="redis",
+        version="8.1.0",
+        requirements=[
+            "redis==8.1.0",
+            # From its dev_requirements.txt, what tests/test_asyncio imports or configures,
+            # pinned to what was reviewed (not hiredis: the pure-Python parser, redis-py's
+            # default, reads through the loop's streams; not its linters, coverage plugins,
+            # uvloop or OpenTelemetry exporters). coverage only for the warning filter its
+            # pytest config names.
+            "coverage>=7",
+            "numpy==2.4.6",
+            "packaging>=20.4",
+            "pybreaker==1.4.1",
+            "pytest-asyncio==1.5.0",
+            "pytest-timeout>=2.4.0",
+            "redis-entraid==1.2.1",
+        ],
+        # The asyncio client's tests only (tests/test_asyncio), less its scenario tests (a
+        # Redis Enterprise cluster with a fault injector).
+        paths=["tests/test_asyncio"],
+        # Its pyproject.toml's addopts (-s) replaced by nothing; the rest of its config applies
+        # (pytest-asyncio in auto mode, a 30 s per-test limit). Deselected by marker, on both
+        # loops: what needs more than one plain Redis server (a cluster, Redis Stack modules,
+        # TLS certificates from its repository's dockers/ tree, which the sdist lacks, Entra ID,
+        # its multi-database docker profile). redis_plugin.py deselects the few unmarked ones.
+        args=[
+            "-o", "addopts=", "--ignore=tests/test_asyncio/test_scenario",
+            "-m", ("not onlycluster and not redismod and not ssl and not cp_integration"
+                   " and not multidb_integration"),
+        ],
+        # The sdist's redis/ (the same files as the installed package) would shadow it.
+        remove=["redis"],
+        # ferroloop.install() in the ferroloop run (pytest-asyncio's loops come from the
+        # policy); the deselections above.
+        plugins=["redis_plugin"],
+        # A private redis-server (Debian's redis-server package) per pytest process.
+        service=redis_server,
+        ci=False,
+    ),
 }
 
 
@@ -287,10 +352,11 @@ def run_pytest(suite: Suite, top: Path, loop: str, tag: str,
         if done:
             deselect.write_text("\n".join(sorted(done)) + "\n")
             env["FERROLOOP_TP_DESELECT"] = str(deselect)
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               "-p", "report_plugin", *(a for p in suite.plugins for a in ("-p", p)),
-               *suite.args, *targets]
-        with open(logfile, "a", encoding="utf-8") as out:
+        service = suite.service(WORK) if suite.service is not None else nullcontext([])
+        with service as service_args, open(logfile, "a", encoding="utf-8") as out:
+            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                   "-p", "report_plugin", *(a for p in suite.plugins for a in ("-p", p)),
+                   *suite.args, *service_args, *targets]
             try:
                 proc = subprocess.run(cmd, check=False, cwd=top, env=env, stdout=out,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
