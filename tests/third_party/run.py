@@ -3,7 +3,9 @@
 Usage: ``.venv/bin/python tests/third_party/run.py [--suite NAME | --ci]`` (what
 ``scripts/test-third-party.sh`` runs). The suites (``SUITES``): anyio 4.16.0 (about 1.5 min)
 and uvloop 0.23.0's asyncio test classes (under a minute), both run by CI through ``--ci``,
-aiohttp 3.14.5 (about 17 min) and uvicorn 0.54.0 (about 4 min), run on demand. For each:
+aiohttp 3.14.5 (about 17 min), uvicorn 0.54.0 (about 4 min) and redis-py 8.1.0's asyncio tests
+(about 4 min, against a private redis-server that ``service`` starts for each pytest process
+through scripts/start-redis.sh), run on demand. For each:
 
 1. the sdist is downloaded once into ``target/third-party/cache`` by pip (``pip download
    --no-deps --no-binary :all:``), and unpacked afresh into ``target/third-party/<name>`` on
@@ -78,6 +80,10 @@ class Suite:
     service: Callable[[Path], AbstractContextManager[list[str]]] | None = None
 
 
+class SuiteError(Exception):
+    """A suite that cannot run here (its service would not start): fails it, not the others."""
+
+
 @contextmanager
 def redis_server(work: Path) -> Iterator[list[str]]:
     """A private redis-server (scripts/start-redis.sh) for one pytest process, fresh each time."""
@@ -85,7 +91,7 @@ def redis_server(work: Path) -> Iterator[list[str]]:
     subprocess.run([*script, "--stop"], check=True, stdout=subprocess.DEVNULL)
     out = subprocess.run(script, check=False, stdout=subprocess.PIPE, text=True)
     if out.returncode != 0:
-        raise SystemExit("could not start redis-server (scripts/start-redis.sh says why above)")
+        raise SuiteError("could not start redis-server (scripts/start-redis.sh says why above)")
     url = next(line.split("=", 1)[1] for line in out.stdout.splitlines()
                if line.startswith("REDIS_URL="))
     try:
@@ -486,7 +492,11 @@ def main() -> int:
         log(f"== {suite.name} {suite.version}: its own tests on asyncio and on ferroloop")
         install(suite)
         top = unpack(suite, sdist(suite))
-        ok = judge(suite, top, entries) and ok
+        try:
+            ok = judge(suite, top, entries) and ok
+        except SuiteError as e:
+            ok = False
+            log(f"FAIL {suite.name} did not run: {e}")
         log(f"   ({time.monotonic() - start:.0f} s; logs in {WORK})")
     log("third-party suites: OK" if ok else "third-party suites: FAILED")
     return 0 if ok else 1
