@@ -3,10 +3,12 @@
 Usage: ``.venv/bin/python tests/third_party/run.py [--suite NAME | --ci]`` (what
 ``scripts/test-third-party.sh`` runs). The suites (``SUITES``): anyio 4.16.0 (about 1.5 min)
 and uvloop 0.23.0's asyncio test classes (under a minute), both run by CI through ``--ci``,
-aiohttp 3.14.5 (about 17 min), uvicorn 0.54.0 (about 4 min) and asyncpg 0.32.0 (about 3 min),
-run on demand. asyncpg's starts temporary PostgreSQL servers: it needs their binaries
-(``postgres_server``; install them with ``scripts/install-postgres.sh``) and, when the runner is
-root, runs its pytest processes as an unprivileged user (``unprivileged_prefix``). For each:
+aiohttp 3.14.5 (about 17 min), uvicorn 0.54.0 (about 4 min), asyncpg 0.32.0 (about 3 min) and
+redis-py 8.1.0's asyncio tests (about 4 min), run on demand. asyncpg's starts temporary
+PostgreSQL servers: it needs their binaries (``postgres_server``; install them with
+``scripts/install-postgres.sh``) and, when the runner is root, runs its pytest processes as an
+unprivileged user (``unprivileged_prefix``). redis-py's runs against a private redis-server that
+``service`` starts for each pytest process through scripts/start-redis.sh. For each:
 
 1. the sdist is downloaded once into ``target/third-party/cache`` by pip (``pip download
    --no-deps --no-binary :all:``), and unpacked afresh into ``target/third-party/<name>`` on
@@ -44,7 +46,8 @@ import sys
 import tarfile
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +87,11 @@ class Suite:
     # Runs each pytest process in a session of its own, and kills what is left of that session
     # when pytest has ended (servers that a dead or timed-out pytest did not stop).
     own_session: bool = False
+    # A service the tests need (a server), as a context manager factory: entered before each
+    # pytest process of the suite (so each run starts from the same fresh state) and left
+    # after it; it is given the suite's work directory and yields extra pytest arguments
+    # (where to reach the service).
+    service: Callable[[Path], AbstractContextManager[list[str]]] | None = None
 
 
 INSTALL_POSTGRES = "scripts/install-postgres.sh"
@@ -143,6 +151,28 @@ def unprivileged_prefix() -> list[str]:
             f"`{' '.join(prefix)}` (util-linux 2.38+ and user namespaces are needed): "
             f"{probe.stderr.strip()}\nRun the asyncpg suite as a non-root user instead.")
     return prefix
+
+
+class SuiteError(Exception):
+    """A suite that cannot run here (its service would not start): fails it, not the others."""
+
+
+@contextmanager
+def redis_server(work: Path) -> Iterator[list[str]]:
+    """A private redis-server (scripts/start-redis.sh) for one pytest process, fresh each time."""
+    script = ["bash", str(ROOT / "scripts" / "start-redis.sh"), "--dir", str(work / "redis-server")]
+    subprocess.run([*script, "--stop"], check=True, stdout=subprocess.DEVNULL)
+    out = subprocess.run(script, check=False, stdout=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        raise SuiteError("could not start redis-server (scripts/start-redis.sh says why above)")
+    url = next(line.split("=", 1)[1] for line in out.stdout.splitlines()
+               if line.startswith("REDIS_URL="))
+    try:
+        # --redis-mod-url: the same server (it has no modules, so the module tests would skip;
+        # they are deselected anyway), rather than whatever may listen on localhost:6479.
+        yield [f"--redis-url={url}", f"--redis-mod-url={url}"]
+    finally:
+        subprocess.run([*script, "--stop"], check=False, stdout=subprocess.DEVNULL)
 
 
 ANYIO_CONFTEST_TAIL = """
@@ -301,6 +331,46 @@ SUITES = {
         unprivileged=True,
         own_session=True,
     ),
+    "redis": Suite(
+        name="redis",
+        version="8.1.0",
+        requirements=[
+            "redis==8.1.0",
+            # From its dev_requirements.txt, what tests/test_asyncio imports or configures,
+            # pinned to what was reviewed (not hiredis: the pure-Python parser, redis-py's
+            # default, reads through the loop's streams; not its linters, coverage plugins,
+            # uvloop or OpenTelemetry exporters). coverage only for the warning filter its
+            # pytest config names.
+            "coverage>=7",
+            "numpy==2.4.6",
+            "packaging>=20.4",
+            "pybreaker==1.4.1",
+            "pytest-asyncio==1.5.0",
+            "pytest-timeout>=2.4.0",
+            "redis-entraid==1.2.1",
+        ],
+        # The asyncio client's tests only (tests/test_asyncio), less its scenario tests (a
+        # Redis Enterprise cluster with a fault injector).
+        paths=["tests/test_asyncio"],
+        # Its pyproject.toml's addopts (-s) replaced by nothing; the rest of its config applies
+        # (pytest-asyncio in auto mode, a 30 s per-test limit). Deselected by marker, on both
+        # loops: what needs more than one plain Redis server (a cluster, Redis Stack modules,
+        # TLS certificates from its repository's dockers/ tree, which the sdist lacks, Entra ID,
+        # its multi-database docker profile). redis_plugin.py deselects the few unmarked ones.
+        args=[
+            "-o", "addopts=", "--ignore=tests/test_asyncio/test_scenario",
+            "-m", ("not onlycluster and not redismod and not ssl and not cp_integration"
+                   " and not multidb_integration"),
+        ],
+        # The sdist's redis/ (the same files as the installed package) would shadow it.
+        remove=["redis"],
+        # ferroloop.install() in the ferroloop run (pytest-asyncio's loops come from the
+        # policy); the deselections above.
+        plugins=["redis_plugin"],
+        # A private redis-server (Debian's redis-server package) per pytest process.
+        service=redis_server,
+        ci=False,
+    ),
 }
 
 
@@ -396,10 +466,12 @@ def run_pytest(suite: Suite, top: Path, loop: str, tag: str, machine: Machine,
         if done:
             deselect.write_text("\n".join(sorted(done)) + "\n")
             env["FERROLOOP_TP_DESELECT"] = str(deselect)
-        cmd = [*machine.prefix, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               "-p", "report_plugin", *(a for p in suite.plugins for a in ("-p", p)),
-               *suite.args, *targets]
-        with open(logfile, "a", encoding="utf-8") as out:
+        service = suite.service(WORK) if suite.service is not None else nullcontext([])
+        with service as service_args, open(logfile, "a", encoding="utf-8") as out:
+            cmd = [*machine.prefix, sys.executable, "-m", "pytest", "-q", "-p",
+                   "no:cacheprovider", "-p", "report_plugin",
+                   *(a for p in suite.plugins for a in ("-p", p)),
+                   *suite.args, *service_args, *targets]
             proc = subprocess.Popen(cmd, cwd=top, env=env, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=suite.own_session)
@@ -546,7 +618,11 @@ def main() -> int:
             continue
         install(suite)
         top = unpack(suite, sdist(suite))
-        ok = judge(suite, top, entries, machine) and ok
+        try:
+            ok = judge(suite, top, entries, machine) and ok
+        except SuiteError as e:
+            ok = False
+            log(f"FAIL {suite.name} did not run: {e}")
         log(f"   ({time.monotonic() - start:.0f} s; logs in {WORK})")
     log("third-party suites: OK" if ok else "third-party suites: FAILED")
     return 0 if ok else 1
