@@ -153,6 +153,17 @@ unsafe fn parse<'py>(
     }
 }
 
+/// The receiver of one of these methods, as the `LoopCore` it is.
+///
+/// # Safety
+/// `slf` must be the receiver `LoopCore`'s method descriptor passed: the descriptor checks
+/// that it is a `LoopCore` (or a subclass instance) before calling the method.
+#[inline(always)]
+unsafe fn receiver<'py>(py: Python<'py>, slf: *mut ffi::PyObject) -> Bound<'py, LoopCore> {
+    // SAFETY: per this function's contract, `slf` is a live `LoopCore`, borrowed for the call.
+    unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>() }
+}
+
 macro_rules! entry_point {
     ($fn_name:ident, $method:literal, $pre_name:literal, $npre:literal, $impl:path) => {
         unsafe extern "C" fn $fn_name(
@@ -162,14 +173,11 @@ macro_rules! entry_point {
             kwnames: *mut ffi::PyObject,
         ) -> *mut ffi::PyObject {
             guard(|py| {
-                // SAFETY: the method descriptor only calls us with a `LoopCore` instance.
-                let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
-                // SAFETY: the method descriptor checked that `slf` is a `LoopCore` (or a
-                // subclass instance) before calling us.
-                let slf = unsafe { slf.cast_unchecked::<LoopCore>() };
+                // SAFETY: called by `LoopCore`'s method descriptor with its receiver.
+                let slf = unsafe { receiver(py, slf) };
                 // SAFETY: CPython's vectorcall convention, forwarded as received.
                 let p = unsafe { parse(py, $method, $pre_name, $npre, args, nargs, kwnames)? };
-                let handle = $impl(slf, p.prefix.as_ref(), &p.callback, &p.args, p.context)?;
+                let handle = $impl(&slf, p.prefix.as_ref(), &p.callback, &p.args, p.context)?;
                 Ok(handle.into_ptr())
             })
         }
@@ -204,11 +212,8 @@ unsafe extern "C" fn create_task(
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     guard(|py| {
-        // SAFETY: the method descriptor only calls us with a `LoopCore` instance.
-        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
-        // SAFETY: the method descriptor checked that `slf` is a `LoopCore` (or a subclass
-        // instance) before calling us.
-        let slf = unsafe { slf.cast_unchecked::<LoopCore>() };
+        // SAFETY: called by `LoopCore`'s method descriptor with its receiver.
+        let slf = unsafe { receiver(py, slf) };
         let nargs = nargs as usize;
         if nargs > 1 {
             return Err(PyTypeError::new_err(format!(
@@ -276,7 +281,7 @@ unsafe extern "C" fn create_task(
                 slf.get_type().name()?
             )));
         };
-        let task = LoopCore::create_task_entry(slf, &coro, name, context, extra)?;
+        let task = LoopCore::create_task_entry(&slf, &coro, name, context, extra)?;
         Ok(task.into_ptr())
     })
 }
