@@ -16,21 +16,35 @@ in harness.py, which every bench_*.py script shares; this file holds the core wo
     python benchmarks/bench_core.py                 # 5 rounds, all rows, all loops
     python benchmarks/bench_core.py --quick         # 2 rounds, small N: a smoke run
     python benchmarks/bench_core.py --only call_soon,sleep0 --loops uvloop,ferroloop --json out.json
+    python benchmarks/bench_core.py --instructions  # user-space instructions per op instead
+
+--instructions counts instead of timing: the user-space instructions the process executes per
+operation of each row on each loop (the CPU's counter, `instructions.py`; threads the row starts,
+such as the threadsafe row's producer, included), as (count at 2N - count at N) / N so that
+what a run costs once (starting the loop, a thread) drops out; medians over rounds. Unlike
+time, the count hardly moves with the machine's load, so it shows what a loop's own code costs
+even where wall-clock ratios swing between runs. It says nothing about cache misses, page
+faults or the kernel, which wall time includes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import statistics
 import sys
 import threading
+from pathlib import Path
 
 from harness import (
+    LoopSpec,
     Row,
     add_list_option,
     add_standard_options,
     exit_status,
     expect,
+    fresh_loop,
     list_rows,
     loops_and_machine,
     method_line,
@@ -40,11 +54,15 @@ from harness import (
     print_rate_tables,
     print_spreads,
     report_unavailable,
+    rotated,
+    row_sizes,
     run_config,
     run_counted,
     select_rows,
+    table,
     write_json,
 )
+from instructions import InstructionCounter
 
 Loop = asyncio.AbstractEventLoop
 
@@ -291,11 +309,122 @@ ROWS: tuple[Row, ...] = (
 ROWS_BY_KEY = {row.key: row for row in ROWS}
 
 
+# --------------------------------------------------------------------------------------------
+# --instructions: user-space instructions per operation instead of time
+# --------------------------------------------------------------------------------------------
+
+InstructionCounts = dict[tuple[str, str], list[float]]  # (row key, loop name) -> per op, by round
+
+
+def counted_run(
+    counter: InstructionCounter, spec: LoopSpec, row: Row, n: int, timeout: float
+) -> tuple[int, int]:
+    """(instructions, ops) of one run of `row` at size `n` on a fresh loop, threads included."""
+    with fresh_loop(spec, timeout) as loop:
+        threads = counter.threads()
+        start = counter.now()
+        ops = row.run(loop, n)
+        counter.wait_for_threads(threads)
+        return counter.now() - start, ops
+
+
+def count_instructions(
+    rows: list[Row], specs: list[LoopSpec], rounds: int, scale: float, timeout: float
+) -> tuple[InstructionCounts, dict[tuple[str, str], str]]:
+    """Per op, (count at 2N - count at N) / (ops at 2N - ops at N), for every round, row and
+    usable loop, loops in rotated order; a (row, loop) that raises is failed and not run again."""
+    counter = InstructionCounter(inherit=True)
+    sizes = row_sizes(rows, scale)
+    counts: InstructionCounts = {}
+    failures: dict[tuple[str, str], str] = {}
+    usable = [spec for spec in specs if spec.available]
+    for round_no in range(1, rounds + 1):
+        for row in rows:
+            for spec in rotated(usable, round_no):
+                key = (row.key, spec.name)
+                if key in failures:
+                    continue
+                n = sizes[row.key]
+                try:
+                    single, single_ops = counted_run(counter, spec, row, n, timeout)
+                    double, double_ops = counted_run(counter, spec, row, 2 * n, timeout)
+                except Exception as exc:  # noqa: BLE001 -- a broken loop may raise anything
+                    failures[key] = f"{type(exc).__name__}: {exc}"
+                    print(f"  FAILED {row.key} on {spec.name}: {failures[key]}", file=sys.stderr)
+                    continue
+                counts.setdefault(key, []).append((double - single) / (double_ops - single_ops))
+        print(f"round {round_no}/{rounds} counted", file=sys.stderr, flush=True)
+    return counts, failures
+
+
+def instruction_table(counts: InstructionCounts, rows: list[Row], specs: list[LoopSpec]) -> str:
+    """Medians per op, and uvloop's count over each loop's (above 1: fewer than uvloop)."""
+    names = [spec.name for spec in specs if spec.available]
+    others = [name for name in names if name != "uvloop"] if "uvloop" in names else []
+    header = ["row", *names, *(f"uvloop÷{name}" for name in others)]
+    body = []
+    for row in rows:
+        medians = {
+            name: statistics.median(counts[(row.key, name)])
+            for name in names
+            if (row.key, name) in counts
+        }
+        cells = [f"{medians[name]:,.0f}" if name in medians else "FAIL" for name in names]
+        ratios = [
+            f"{medians['uvloop'] / medians[name]:.2f}×"
+            if "uvloop" in medians and name in medians
+            else "—"
+            for name in others
+        ]
+        body.append([row.title, *cells, *ratios])
+    return table(header, body)
+
+
+def run_instructions(args: argparse.Namespace, rows: list[Row]) -> int:
+    specs, info = loops_and_machine(args.loops)
+    print_header(
+        "ferroloop core benchmarks: user-space instructions per operation",
+        info,
+        f"{args.rounds} rounds, scale {args.scale:g}, fresh loop per measurement; per op = "
+        "(count at 2N - count at N) / N, threads included; medians over rounds.",
+    )
+    if not report_unavailable(specs):
+        return 2
+    counts, failures = count_instructions(rows, specs, args.rounds, args.scale, args.timeout)
+    print("\n## user-space instructions per op (median)\n")
+    print(instruction_table(counts, rows, specs))
+    for (row, loop), error in failures.items():
+        print(f"\nFAILED {row} on {loop}: {error}")
+    if args.json:
+        document = {
+            "machine": info,
+            "config": {**run_config(args, rows), "measure": "user-space instructions per op"},
+            "rows": {row.key: {"title": row.title, "op": row.ops} for row in rows},
+            "instructions_per_op": {
+                row.key: {loop: values for (key, loop), values in counts.items() if key == row.key}
+                for row in rows
+            },
+            "failures": [
+                {"row": row, "loop": loop, "error": error} for (row, loop), error in failures.items()
+            ],
+        }
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        print(f"\nper-round counts written to {path}")
+    return exit_status(bool(failures), args.loops, specs)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Interleaved core benchmarks: asyncio vs uvloop vs rloop vs ferroloop.",
     )
     add_standard_options(parser)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count user-space instructions per op instead of timing (see the module docstring)",
+    )
     add_list_option(parser)
     return parse_standard_args(parser, argv)
 
@@ -305,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         return list_rows(ROWS, 18, 32, 8)
     rows = select_rows(ROWS, args.only)
+    if args.instructions:
+        return run_instructions(args, rows)
 
     specs, info = loops_and_machine(args.loops)
     print_header("ferroloop core benchmarks", info, method_line(args))
