@@ -132,6 +132,38 @@ def test_write_rejects_non_bytes(loop):
     assert run(loop, main()) == f"data argument must be {expected}, not 'str'"
 
 
+
+def test_write_takes_data_by_keyword_and_refuses_other_calls(loop):
+    # write(data) is a Python method on asyncio's transport; ferroloop's is native and parses
+    # its arguments by hand, with the same outcomes and messages (after the class name).
+    async def main():
+        tr, _pr, peer = await make(loop, Recorder())
+        errors = []
+        for args, kwargs in [((), {}), ((b"x", b"y"), {}), ((), {"dat": b"x"}),
+                             ((b"x",), {"data": b"y"}), ((b"a", 1, 2), {"data": 3}),
+                             ((b"a", 1), {"dat": 3}), ((), {"data": b"x", "dat": 1})]:
+            with pytest.raises(TypeError) as ei:
+                tr.write(*args, **kwargs)
+            errors.append(str(ei.value).split(".write() ", 1)[1])
+        tr.write(data=b"kw")
+        tr.write(b"pos")
+        got = await read_until(loop, peer, 5)
+        tr.close()
+        peer.close()
+        return errors, got
+
+    errors, got = run(loop, main())
+    assert got == b"kwpos"
+    assert errors == [
+        "missing 1 required positional argument: 'data'",
+        "takes 2 positional arguments but 3 were given",
+        "got an unexpected keyword argument 'dat'",
+        "got multiple values for argument 'data'",
+        "got multiple values for argument 'data'",
+        "got an unexpected keyword argument 'dat'",
+        "got an unexpected keyword argument 'dat'",
+    ]
+
 def test_write_eof_half_close(loop):
     async def main():
         tr, pr, peer = await make(loop, Recorder())

@@ -631,9 +631,119 @@ impl TransportCore {
 }
 
 impl TransportCore {
+    /// The name of the transport's class, for argument errors in the methods installed by
+    /// `fastcall.rs` (asyncio names its own transport class there).
+    pub(crate) fn owner_name(&self, py: Python<'_>) -> String {
+        let transport = self
+            .st
+            .borrow_mut(py)
+            .c
+            .transport
+            .as_ref()
+            .map(|t| t.clone_ref(py));
+        transport
+            .and_then(|t| t.bind(py).get_type().name().ok().map(|n| n.to_string()))
+            .unwrap_or_else(|| "TransportCore".to_string())
+    }
+
     /// End-of-batch flush (the loop calls it for every transport on its flush list).
     pub(crate) fn flush_after_batch(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::flush_now(slf, false)
+    }
+
+    /// The readability watcher's callback, installed on the class as `_read_ready`
+    /// (`fastcall.rs`).
+    pub(crate) fn read_ready(&self, py: Python<'_>) -> PyResult<()> {
+        let (fd, on_data, get_buffer) = {
+            let st = self.st.borrow_mut(py);
+            if st.c.conn_lost > 0 {
+                return Ok(());
+            }
+            let Some(on_data) = st.on_data.as_ref() else {
+                return Ok(());
+            };
+            (
+                st.c.fd,
+                on_data.clone_ref(py).into_bound(py),
+                st.get_buffer
+                    .as_ref()
+                    .map(|g| g.clone_ref(py).into_bound(py)),
+            )
+        };
+        match get_buffer {
+            Some(gb) => self.read_into_buffer(py, fd, gb, on_data),
+            None => self.read_bytes(py, fd, on_data),
+        }
+    }
+
+    /// `transport.write(data)`, installed on the class as `write` (`fastcall.rs`: it runs
+    /// once or twice per response, and PyO3's argument parser was a tenth of its cost).
+    pub(crate) fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        // An exact `bytes` is immutable and has no finaliser, so the queue may hold it (and
+        // drop it inside a borrow); anything else is copied.
+        let (chunk, len) = if let Ok(b) = data.cast_exact::<PyBytes>() {
+            let len = b.as_bytes().len();
+            (Chunk::Shared(b.clone().unbind()), len)
+        } else if data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>()
+        {
+            let copy = copy_buffer(py, data)?;
+            let len = copy.len();
+            (Chunk::Owned(copy), len)
+        } else {
+            // asyncio 3.14 names the accepted types in the message.
+            let expected = if py.version_info() >= (3, 14) {
+                "a bytes, bytearray, or memoryview object"
+            } else {
+                "a bytes-like object"
+            };
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be {expected}, not {}",
+                data.get_type().name()?.repr()?
+            )));
+        };
+        {
+            let mut st = this.st.borrow_mut(py);
+            if st.eof {
+                return Err(PyRuntimeError::new_err(
+                    "Cannot call write() after write_eof()",
+                ));
+            }
+            if st.empty_waiter.is_some() {
+                return Err(PyRuntimeError::new_err(
+                    "unable to write; sendfile is in progress",
+                ));
+            }
+            if len == 0 {
+                return Ok(());
+            }
+            if st.c.conn_lost > 0 {
+                let warn = st.c.conn_lost >= 5; // asyncio's LOG_THRESHOLD_FOR_CONNLOST_WRITES
+                st.c.conn_lost += 1;
+                drop(st);
+                if warn {
+                    py.import("logging")?
+                        .call_method1("getLogger", ("asyncio",))?
+                        .call_method1("warning", ("socket.send() raised exception.",))?;
+                }
+                return Ok(());
+            }
+            st.queue.push(chunk, len);
+        }
+        let (over, waiting) = {
+            let st = this.st.borrow_mut(py);
+            (st.queue.size as f64 > st.c.high, st.c.writer_registered)
+        };
+        if over && !waiting {
+            // Flow control must see what the kernel refuses: send now.
+            Self::flush_now(slf, false)?;
+        } else if !waiting {
+            Self::schedule_flush(slf)?;
+        }
+        this.maybe_pause_protocol(py)
     }
 }
 
@@ -719,101 +829,9 @@ impl TransportCore {
         self.resume(py)
     }
 
-    /// The readability watcher's callback.
-    fn _read_ready(&self, py: Python<'_>) -> PyResult<()> {
-        let (fd, on_data, get_buffer) = {
-            let st = self.st.borrow_mut(py);
-            if st.c.conn_lost > 0 {
-                return Ok(());
-            }
-            let Some(on_data) = st.on_data.as_ref() else {
-                return Ok(());
-            };
-            (
-                st.c.fd,
-                on_data.clone_ref(py).into_bound(py),
-                st.get_buffer
-                    .as_ref()
-                    .map(|g| g.clone_ref(py).into_bound(py)),
-            )
-        };
-        match get_buffer {
-            Some(gb) => self.read_into_buffer(py, fd, gb, on_data),
-            None => self.read_bytes(py, fd, on_data),
-        }
-    }
-
     /// The writability watcher's callback.
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::flush_now(slf, true)
-    }
-
-    pub(crate) fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        // An exact `bytes` is immutable and has no finaliser, so the queue may hold it (and
-        // drop it inside a borrow); anything else is copied.
-        let (chunk, len) = if let Ok(b) = data.cast_exact::<PyBytes>() {
-            let len = b.as_bytes().len();
-            (Chunk::Shared(b.clone().unbind()), len)
-        } else if data.is_instance_of::<PyBytes>()
-            || data.is_instance_of::<PyByteArray>()
-            || data.is_instance_of::<PyMemoryView>()
-        {
-            let copy = copy_buffer(py, data)?;
-            let len = copy.len();
-            (Chunk::Owned(copy), len)
-        } else {
-            // asyncio 3.14 names the accepted types in the message.
-            let expected = if py.version_info() >= (3, 14) {
-                "a bytes, bytearray, or memoryview object"
-            } else {
-                "a bytes-like object"
-            };
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be {expected}, not {}",
-                data.get_type().name()?.repr()?
-            )));
-        };
-        {
-            let mut st = this.st.borrow_mut(py);
-            if st.eof {
-                return Err(PyRuntimeError::new_err(
-                    "Cannot call write() after write_eof()",
-                ));
-            }
-            if st.empty_waiter.is_some() {
-                return Err(PyRuntimeError::new_err(
-                    "unable to write; sendfile is in progress",
-                ));
-            }
-            if len == 0 {
-                return Ok(());
-            }
-            if st.c.conn_lost > 0 {
-                let warn = st.c.conn_lost >= 5; // asyncio's LOG_THRESHOLD_FOR_CONNLOST_WRITES
-                st.c.conn_lost += 1;
-                drop(st);
-                if warn {
-                    py.import("logging")?
-                        .call_method1("getLogger", ("asyncio",))?
-                        .call_method1("warning", ("socket.send() raised exception.",))?;
-                }
-                return Ok(());
-            }
-            st.queue.push(chunk, len);
-        }
-        let (over, waiting) = {
-            let st = this.st.borrow_mut(py);
-            (st.queue.size as f64 > st.c.high, st.c.writer_registered)
-        };
-        if over && !waiting {
-            // Flow control must see what the kernel refuses: send now.
-            Self::flush_now(slf, false)?;
-        } else if !waiting {
-            Self::schedule_flush(slf)?;
-        }
-        this.maybe_pause_protocol(py)
     }
 
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
