@@ -60,6 +60,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyMemoryView, PyString, PyTuple};
 
 use crate::event_loop::LoopCore;
 use crate::gil_cell::GilCell;
+use crate::syscalls::{sys_recvfrom, sys_sendto};
 use crate::transport_common::{propagates, Common, NativeTransport};
 use crate::watchers::{os_error, Direction};
 
@@ -574,67 +575,6 @@ fn sockaddr_to_py<'py>(py: Python<'py>, sa: &SockAddr) -> PyResult<Bound<'py, Py
             )?
             .into_any())
         }
-    }
-}
-
-// The two per-datagram system calls. On Linux they are made with `syscall(2)`: glibc's
-// `recvfrom`/`sendto` are thread-cancellation points, and in a process with more than one
-// thread (any program with an executor) each call then switches asynchronous cancellation on
-// and off around the system call, which profiling showed as 4-5% of a UDP echo server's CPU.
-// Python threads are never cancelled that way, so nothing is lost.
-
-/// `recvfrom(fd, buf, len, 0, addr, addrlen)`: bytes received, or -1 with `errno` set.
-///
-/// # Safety
-/// `buf` must have room for `len` bytes, `addr` for `*addrlen` bytes.
-unsafe fn sys_recvfrom(
-    fd: i32,
-    buf: *mut libc::c_void,
-    len: usize,
-    addr: *mut libc::sockaddr,
-    addrlen: *mut libc::socklen_t,
-) -> isize {
-    #[cfg(target_os = "linux")]
-    // SAFETY: the caller's contract; the arguments are recvfrom(2)'s, in its order.
-    unsafe {
-        libc::syscall(libc::SYS_recvfrom, fd, buf, len, 0, addr, addrlen) as isize
-    }
-    #[cfg(not(target_os = "linux"))]
-    // SAFETY: the caller's contract.
-    unsafe {
-        libc::recvfrom(fd, buf, len, 0, addr, addrlen)
-    }
-}
-
-/// `sendto(fd, buf, len, MSG_NOSIGNAL, addr, addrlen)` (`addr` null for a connected socket):
-/// bytes sent, or -1 with `errno` set.
-///
-/// # Safety
-/// `buf` must hold `len` readable bytes, `addr` (unless null) `addrlen` bytes.
-unsafe fn sys_sendto(
-    fd: i32,
-    buf: *const libc::c_void,
-    len: usize,
-    addr: *const libc::sockaddr,
-    addrlen: libc::socklen_t,
-) -> isize {
-    #[cfg(target_os = "linux")]
-    // SAFETY: the caller's contract; the arguments are sendto(2)'s, in its order.
-    unsafe {
-        libc::syscall(
-            libc::SYS_sendto,
-            fd,
-            buf,
-            len,
-            libc::MSG_NOSIGNAL,
-            addr,
-            addrlen,
-        ) as isize
-    }
-    #[cfg(not(target_os = "linux"))]
-    // SAFETY: the caller's contract.
-    unsafe {
-        libc::sendto(fd, buf, len, libc::MSG_NOSIGNAL, addr, addrlen)
     }
 }
 

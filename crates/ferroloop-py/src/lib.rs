@@ -17,6 +17,7 @@ mod gil_cell;
 mod handles;
 mod introspect;
 mod sock;
+mod syscalls;
 mod tls;
 mod transport_common;
 mod transports;

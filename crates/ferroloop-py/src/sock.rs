@@ -87,7 +87,7 @@ fn recv_via_scratch(py: Python<'_>, fd: i32, n: usize) -> Result<Bound<'_, PyAny
         debug_assert!(spare.len() >= n);
         // SAFETY: `spare` has room for SCRATCH_SIZE >= n bytes; recv writes at most n bytes
         // into it and nothing reads them before `r` says how many were written.
-        let r = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), n, 0) };
+        let r = unsafe { crate::syscalls::sys_recv(fd, spare.as_mut_ptr().cast(), n) };
         if r < 0 {
             return Err(last_errno());
         }
@@ -109,7 +109,7 @@ fn recv_large(py: Python<'_>, fd: i32, n: usize) -> Result<Bound<'_, PyAny>, i32
     buf.try_reserve_exact(n).map_err(|_| ALLOC_FAILED)?;
     let spare = buf.spare_capacity_mut();
     // SAFETY: `spare` has room for n bytes; recv writes at most n bytes into it.
-    let r = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), n, 0) };
+    let r = unsafe { crate::syscalls::sys_recv(fd, spare.as_mut_ptr().cast(), n) };
     if r < 0 {
         return Err(last_errno());
     }
@@ -285,7 +285,8 @@ impl LoopCore {
         }
         loop {
             // SAFETY: `ptr`/`len` describe the live buffer borrowed above.
-            let r = unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL) };
+            let r =
+                unsafe { crate::syscalls::sys_sendto(fd, ptr.cast(), len, std::ptr::null(), 0) };
             if r >= 0 {
                 return Ok(Some(r as usize));
             }

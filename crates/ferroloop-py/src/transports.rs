@@ -129,7 +129,7 @@ impl WriteQueue {
                 let mut msg: libc::msghdr = std::mem::zeroed();
                 msg.msg_iov = iov.as_mut_ptr();
                 msg.msg_iovlen = iov.len() as _;
-                libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
+                crate::syscalls::sys_sendmsg(fd, &msg)
             };
             if n >= 0 {
                 self.consume(n as usize, py);
@@ -507,7 +507,8 @@ impl TransportCore {
             let spare = buf.spare_capacity_mut();
             loop {
                 // SAFETY: `spare` has room for MAX_READ bytes; recv writes at most that.
-                let r = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), MAX_READ, 0) };
+                let r =
+                    unsafe { crate::syscalls::sys_recv(fd, spare.as_mut_ptr().cast(), MAX_READ) };
                 if r >= 0 {
                     // SAFETY: recv initialised the first `r` bytes.
                     let data = unsafe {
@@ -593,7 +594,7 @@ impl TransportCore {
                 }
                 let mut view = view.assume_init();
                 let result = loop {
-                    let r = libc::recv(fd, view.buf, view.len as usize, 0);
+                    let r = crate::syscalls::sys_recv(fd, view.buf, view.len as usize);
                     if r >= 0 {
                         break Ok(r as usize);
                     }
