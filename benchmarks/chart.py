@@ -6,8 +6,8 @@ the benchmark scripts write (``--json``).
     python benchmarks/chart.py --output benchmarks/results/$(date +%F)-chart.png
     python benchmarks/chart.py --table                 # one markdown table of every row instead
 
-Without file arguments it takes, from benchmarks/results/, the newest ``<date>-<kind>.json`` of
-each kind: ``core`` (bench_core.py), ``io`` (bench_io.py), ``streams`` (bench_streams.py),
+Without file arguments it takes, from benchmarks/results/, the ``<date>-<kind>[-<tag>].json``
+of each kind whose run is the newest (by the date recorded in it): ``core`` (bench_core.py), ``io`` (bench_io.py), ``streams`` (bench_streams.py),
 ``tls`` (bench_tls.py), ``udp`` (bench_udp.py), ``proc`` (bench_proc.py), ``http``
 (bench_http.py). One panel per kind (two for http: per wall second and per
 server CPU-second), one group of bars per row: ferroloop, rloop and asyncio, each as the ratio
@@ -82,12 +82,21 @@ FIGURE_NAMES = {"wall_ops_per_s": "per wall s", "cpu_ops_per_s": "per CPU s"}
 
 
 def latest_results(directory: Path) -> list[Path]:
-    newest: dict[str, Path] = {}
+    """Per kind, the results file whose run is newest (the ``date`` it records, then its
+    name); files without medians (``bench_core.py --instructions``) are not charted."""
+    newest: dict[str, tuple[str, str, Path]] = {}
     for path in sorted(directory.glob("*.json")):
         match = NAME.search(path.name)
-        if match and match.group(2) in PANELS:
-            newest[match.group(2)] = path  # sorted by name, so by date: the last one wins
-    return [newest[kind] for kind in KIND_ORDER if kind in newest]
+        if not (match and match.group(2) in PANELS):
+            continue
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if "medians" not in document:
+            continue
+        key = (str(document.get("machine", {}).get("date", "")), path.name, path)
+        kind = match.group(2)
+        if kind not in newest or key[:2] > newest[kind][:2]:
+            newest[kind] = key
+    return [newest[kind][2] for kind in KIND_ORDER if kind in newest]
 
 
 def kind_of(path: Path, document: dict) -> str:
