@@ -133,15 +133,34 @@ def test_write_rejects_non_bytes(loop):
 
 
 
+WRONG_WRITE_CALLS = [
+    ((), {}), ((b"x", b"y"), {}), ((), {"dat": b"x"}), ((b"x",), {"data": b"y"}),
+    ((b"a", 1, 2), {"data": 3}), ((b"a", 1), {"dat": 3}), ((), {"data": b"x", "dat": 1}),
+    ((), {"xyz": 1}), ((), {"self": 1}),
+]
+
+
+def python_method_errors(calls):
+    """What CPython says, after the method's name, for each call of a Python method
+    `write(self, data)` (3.13 adds "Did you mean ...?")."""
+    def write(self, data):
+        return data
+
+    said = []
+    for args, kwargs in calls:
+        with pytest.raises(TypeError) as ei:
+            write(None, *args, **kwargs)
+        said.append(str(ei.value).split("write() ", 1)[1])
+    return said
+
+
 def test_write_takes_data_by_keyword_and_refuses_other_calls(loop):
-    # write(data) is a Python method on asyncio's transport; ferroloop's is native and parses
-    # its arguments by hand, with the same outcomes and messages (after the class name).
+    # write(data) is a Python method on asyncio's transport; ferroloop's is native, and any
+    # call but one positional argument must come out as a Python method's would.
     async def main():
         tr, _pr, peer = await make(loop, Recorder())
         errors = []
-        for args, kwargs in [((), {}), ((b"x", b"y"), {}), ((), {"dat": b"x"}),
-                             ((b"x",), {"data": b"y"}), ((b"a", 1, 2), {"data": 3}),
-                             ((b"a", 1), {"dat": 3}), ((), {"data": b"x", "dat": 1})]:
+        for args, kwargs in WRONG_WRITE_CALLS:
             with pytest.raises(TypeError) as ei:
                 tr.write(*args, **kwargs)
             errors.append(str(ei.value).split(".write() ", 1)[1])
@@ -154,15 +173,9 @@ def test_write_takes_data_by_keyword_and_refuses_other_calls(loop):
 
     errors, got = run(loop, main())
     assert got == b"kwpos"
-    assert errors == [
-        "missing 1 required positional argument: 'data'",
-        "takes 2 positional arguments but 3 were given",
-        "got an unexpected keyword argument 'dat'",
-        "got multiple values for argument 'data'",
-        "got multiple values for argument 'data'",
-        "got an unexpected keyword argument 'dat'",
-        "got an unexpected keyword argument 'dat'",
-    ]
+    assert errors == python_method_errors(WRONG_WRITE_CALLS)
+    assert errors[0] == "missing 1 required positional argument: 'data'"
+
 
 def test_write_eof_half_close(loop):
     async def main():

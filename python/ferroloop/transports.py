@@ -172,6 +172,19 @@ class NativeSocketTransport:
         })
 
 
+def _write_arguments(self: Any, data: Any) -> Any:
+    """``write``'s arguments when they came in any other way than one positional (by keyword,
+    or wrong): the native ``write`` (``fastcall.rs``) passes them here, so that a wrong call
+    raises exactly the ``TypeError`` a Python method ``write(self, data)`` raises on this
+    interpreter (3.13 adds "Did you mean ...?" suggestions), naming ``SocketTransport.write``
+    as asyncio's names ``_SelectorSocketTransport.write``."""
+    return data
+
+
+_write_arguments.__qualname__ = "SocketTransport.write"
+_write_arguments.__name__ = "write"
+
+
 class SocketTransport(NativeSocketTransport, transports.Transport):
     """A stream transport over a connected socket (TCP or Unix)."""
 

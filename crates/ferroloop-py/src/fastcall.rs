@@ -331,7 +331,12 @@ unsafe extern "C" fn transport_write(
     })
 }
 
+/// `ferroloop.transports._write_arguments`, a Python function `write(self, data)`.
+static WRITE_ARGUMENTS: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
 /// `write`'s one argument, given any other way than one positional: by keyword, or wrong.
+/// Python parses them (`_write_arguments`), so every outcome and message is the running
+/// interpreter's own for a method `def write(self, data)`.
 ///
 /// # Safety
 /// As for `parse`: CPython's vectorcall argument array.
@@ -343,54 +348,36 @@ unsafe fn write_argument<'py>(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let method = || format!("{}.write()", core.get().owner_name(py));
+    let parse = WRITE_ARGUMENTS.get_or_try_init(py, || {
+        py.import("ferroloop.transports")?
+            .getattr("_write_arguments")
+            .map(Bound::unbind)
+    })?;
     let nargs = nargs as usize;
-    // CPython's order: the keywords first, each in turn, then the positional count.
-    let nkw = if kwnames.is_null() {
-        0
-    } else {
-        // SAFETY: `kwnames` is a tuple of strings when not NULL.
-        unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
-    };
-    // SAFETY: index 0 is valid when nargs >= 1.
-    let mut data = (nargs >= 1).then(|| unsafe { Bound::from_borrowed_ptr(py, *args) });
-    for i in 0..nkw {
-        // SAFETY: index < size of the kwnames tuple; values follow the positionals.
-        let (key, value) = unsafe {
-            (
-                Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t)),
-                Bound::from_borrowed_ptr(py, *args.add(nargs + i)),
-            )
-        };
-        let key = key.cast_into::<PyString>()?;
-        if key.to_str()? != "data" {
-            return Err(PyTypeError::new_err(format!(
-                "{} got an unexpected keyword argument '{}'",
-                method(),
-                key.to_str()?
-            )));
+    let mut positional = vec![core.get().transport_or_none(py)];
+    // SAFETY: indices below `nargs` are the positional arguments, live for the call.
+    positional.extend((0..nargs).map(|i| unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) }));
+    let keywords = PyDict::new(py);
+    if !kwnames.is_null() {
+        // SAFETY: `kwnames` is a tuple of strings; their values follow the positionals.
+        let nkw = unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize };
+        for i in 0..nkw {
+            // SAFETY: index < size of the kwnames tuple; values follow the positionals.
+            let (key, value) = unsafe {
+                (
+                    Bound::from_borrowed_ptr(
+                        py,
+                        ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t),
+                    ),
+                    Bound::from_borrowed_ptr(py, *args.add(nargs + i)),
+                )
+            };
+            keywords.set_item(key, value)?;
         }
-        if data.is_some() {
-            return Err(PyTypeError::new_err(format!(
-                "{} got multiple values for argument 'data'",
-                method()
-            )));
-        }
-        data = Some(value);
     }
-    if nargs > 1 {
-        return Err(PyTypeError::new_err(format!(
-            "{} takes 2 positional arguments but {} were given",
-            method(),
-            nargs + 1
-        )));
-    }
-    data.ok_or_else(|| {
-        PyTypeError::new_err(format!(
-            "{} missing 1 required positional argument: 'data'",
-            method()
-        ))
-    })
+    parse
+        .bind(py)
+        .call(PyTuple::new(py, positional)?, Some(&keywords))
 }
 
 /// `_read_ready()`: the stream transport's reader callback, run from the ready queue.

@@ -632,19 +632,12 @@ impl TransportCore {
 }
 
 impl TransportCore {
-    /// The name of the transport's class, for argument errors in the methods installed by
-    /// `fastcall.rs` (asyncio names its own transport class there).
-    pub(crate) fn owner_name(&self, py: Python<'_>) -> String {
-        let transport = self
-            .st
-            .borrow_mut(py)
-            .c
-            .transport
-            .as_ref()
-            .map(|t| t.clone_ref(py));
-        transport
-            .and_then(|t| t.bind(py).get_type().name().ok().map(|n| n.to_string()))
-            .unwrap_or_else(|| "TransportCore".to_string())
+    /// The `SocketTransport` this core serves, or `None` once it has let go of it.
+    pub(crate) fn transport_or_none<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match self.st.borrow_mut(py).c.transport.as_ref() {
+            Some(t) => t.clone_ref(py).into_bound(py),
+            None => py.None().into_bound(py),
+        }
     }
 
     /// End-of-batch flush (the loop calls it for every transport on its flush list).
