@@ -308,8 +308,8 @@ unsafe fn transport_receiver<'py>(
     unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<TransportCore>() }
 }
 
-/// `write(data)`, parsed as a Python method `def write(self, data)` would be, with the same
-/// messages (naming the transport's class, as asyncio's name its own).
+/// `write(data)`: one positional argument is taken as it is; anything else goes through
+/// `write_argument`, which lets Python parse it.
 unsafe extern "C" fn transport_write(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
