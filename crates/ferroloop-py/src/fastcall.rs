@@ -25,9 +25,11 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::PyClass;
 
 use crate::cmethods::{self, guard};
 use crate::event_loop::LoopCore;
+use crate::transport_common::NativeTransport;
 use crate::transports::TransportCore;
 
 /// The parsed form of `method(*prefix, callback, *args, context=None)`.
@@ -36,6 +38,36 @@ struct Parsed<'py> {
     callback: Bound<'py, PyAny>,
     args: Bound<'py, PyTuple>,
     context: Option<Bound<'py, PyAny>>,
+}
+
+/// The keyword arguments of a vectorcall, as (name, value) pairs in call order.
+///
+/// # Safety
+/// `args` must point at `nargs` positional arguments followed by one value per entry of
+/// `kwnames` (NULL or a tuple of strings), all live while the pairs are used.
+#[inline(always)]
+unsafe fn keywords<'py>(
+    py: Python<'py>,
+    args: *const *mut ffi::PyObject,
+    nargs: usize,
+    kwnames: *mut ffi::PyObject,
+) -> impl Iterator<Item = (Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let nkw = if kwnames.is_null() {
+        0
+    } else {
+        // SAFETY: `kwnames` is a tuple of strings when not NULL.
+        unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
+    };
+    (0..nkw).map(move |i| {
+        // SAFETY: index < size of the kwnames tuple; the values follow the positionals, live
+        // per this function's contract.
+        unsafe {
+            (
+                Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t)),
+                Bound::from_borrowed_ptr(py, *args.add(nargs + i)),
+            )
+        }
+    })
 }
 
 /// Parses a vectorcall argument array for a method with `npre` (0 or 1) leading positional
@@ -55,23 +87,11 @@ unsafe fn parse<'py>(
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<Parsed<'py>> {
     let nargs = nargs as usize;
-    let nkw = if kwnames.is_null() {
-        0
-    } else {
-        // SAFETY: `kwnames` is a tuple of strings when not NULL.
-        unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
-    };
     let mut context = None;
     let mut kw_pre = None;
     let mut kw_callback = None;
-    for i in 0..nkw {
-        // SAFETY: index < size of the kwnames tuple; values follow the positionals.
-        let (name, value) = unsafe {
-            (
-                Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t)),
-                Bound::from_borrowed_ptr(py, *args.add(nargs + i)),
-            )
-        };
+    // SAFETY: the caller's contract is `keywords`'s.
+    for (name, value) in unsafe { keywords(py, args, nargs, kwnames) } {
         // asyncio's C Task and Future pass the interned identifier `context` for every step
         // and done callback: recognise it by identity before comparing text.
         if name.is(pyo3::intern!(py, "context")) {
@@ -162,15 +182,15 @@ unsafe fn parse<'py>(
     }
 }
 
-/// The receiver of one of these methods, as the `LoopCore` it is.
+/// The receiver of one of these methods, as the class `T` (`LoopCore`, `TransportCore`) it is.
 ///
 /// # Safety
-/// `slf` must be the receiver `LoopCore`'s method descriptor passed: the descriptor checks
-/// that it is a `LoopCore` (or a subclass instance) before calling the method.
+/// `slf` must be the receiver `T`'s method descriptor passed: the descriptor checks that it
+/// is a `T` (or a subclass instance) before calling the method.
 #[inline(always)]
-unsafe fn receiver<'py>(py: Python<'py>, slf: *mut ffi::PyObject) -> Bound<'py, LoopCore> {
-    // SAFETY: per this function's contract, `slf` is a live `LoopCore`, borrowed for the call.
-    unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>() }
+unsafe fn receiver<'py, T: PyClass>(py: Python<'py>, slf: *mut ffi::PyObject) -> Bound<'py, T> {
+    // SAFETY: per this function's contract, `slf` is a live `T`, borrowed for the call.
+    unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<T>() }
 }
 
 macro_rules! entry_point {
@@ -183,7 +203,7 @@ macro_rules! entry_point {
         ) -> *mut ffi::PyObject {
             guard(|py| {
                 // SAFETY: called by `LoopCore`'s method descriptor with its receiver.
-                let slf = unsafe { receiver(py, slf) };
+                let slf = unsafe { receiver::<LoopCore>(py, slf) };
                 // SAFETY: CPython's vectorcall convention, forwarded as received.
                 let p = unsafe { parse(py, $method, $pre_name, $npre, args, nargs, kwnames)? };
                 let handle = $impl(&slf, p.prefix.as_ref(), &p.callback, &p.args, p.context)?;
@@ -222,7 +242,7 @@ unsafe extern "C" fn create_task(
 ) -> *mut ffi::PyObject {
     guard(|py| {
         // SAFETY: called by `LoopCore`'s method descriptor with its receiver.
-        let slf = unsafe { receiver(py, slf) };
+        let slf = unsafe { receiver::<LoopCore>(py, slf) };
         let nargs = nargs as usize;
         if nargs > 1 {
             return Err(PyTypeError::new_err(format!(
@@ -231,28 +251,13 @@ unsafe extern "C" fn create_task(
                 nargs + 1
             )));
         }
-        let nkw = if kwnames.is_null() {
-            0
-        } else {
-            // SAFETY: `kwnames` is a tuple of strings when not NULL.
-            unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
-        };
         // SAFETY: nargs <= 1 and index 0 is valid when nargs == 1.
         let mut coro = (nargs == 1).then(|| unsafe { Bound::from_borrowed_ptr(py, *args) });
         let mut name = None;
         let mut context = None;
         let mut extra: Option<Bound<'_, PyDict>> = None;
-        for i in 0..nkw {
-            // SAFETY: index < size of the kwnames tuple; values follow the positionals.
-            let (key, value) = unsafe {
-                (
-                    Bound::from_borrowed_ptr(
-                        py,
-                        ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t),
-                    ),
-                    Bound::from_borrowed_ptr(py, *args.add(nargs + i)),
-                )
-            };
+        // SAFETY: CPython's vectorcall convention, as received.
+        for (key, value) in unsafe { keywords(py, args, nargs, kwnames) } {
             // Call sites pass interned identifiers: identity first, text second.
             let slot = if key.is(pyo3::intern!(py, "name")) {
                 &mut name
@@ -295,19 +300,6 @@ unsafe extern "C" fn create_task(
     })
 }
 
-/// The receiver of `TransportCore`'s installed methods.
-///
-/// # Safety
-/// `slf` must be the receiver a `TransportCore` method descriptor passed (it checks the type).
-#[inline(always)]
-unsafe fn transport_receiver<'py>(
-    py: Python<'py>,
-    slf: *mut ffi::PyObject,
-) -> Bound<'py, TransportCore> {
-    // SAFETY: per this function's contract, `slf` is a live `TransportCore`, borrowed.
-    unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<TransportCore>() }
-}
-
 /// `write(data)`: one positional argument is taken as it is; anything else goes through
 /// `write_argument`, which lets Python parse it.
 unsafe extern "C" fn transport_write(
@@ -318,7 +310,7 @@ unsafe extern "C" fn transport_write(
 ) -> *mut ffi::PyObject {
     guard(|py| {
         // SAFETY: called by `TransportCore`'s method descriptor with its receiver.
-        let core = unsafe { transport_receiver(py, slf) };
+        let core = unsafe { receiver::<TransportCore>(py, slf) };
         let data = if nargs == 1 && kwnames.is_null() {
             // SAFETY: one positional argument, live for the call.
             unsafe { Bound::from_borrowed_ptr(py, *args) }
@@ -354,30 +346,18 @@ unsafe fn write_argument<'py>(
             .map(Bound::unbind)
     })?;
     let nargs = nargs as usize;
-    let mut positional = vec![core.get().transport_or_none(py)];
+    let transport = core.get().transport(py);
+    let mut positional = vec![transport.unwrap_or_else(|| py.None().into_bound(py))];
     // SAFETY: indices below `nargs` are the positional arguments, live for the call.
     positional.extend((0..nargs).map(|i| unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) }));
-    let keywords = PyDict::new(py);
-    if !kwnames.is_null() {
-        // SAFETY: `kwnames` is a tuple of strings; their values follow the positionals.
-        let nkw = unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize };
-        for i in 0..nkw {
-            // SAFETY: index < size of the kwnames tuple; values follow the positionals.
-            let (key, value) = unsafe {
-                (
-                    Bound::from_borrowed_ptr(
-                        py,
-                        ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t),
-                    ),
-                    Bound::from_borrowed_ptr(py, *args.add(nargs + i)),
-                )
-            };
-            keywords.set_item(key, value)?;
-        }
+    let named = PyDict::new(py);
+    // SAFETY: the caller's contract is `keywords`'s.
+    for (key, value) in unsafe { keywords(py, args, nargs, kwnames) } {
+        named.set_item(key, value)?;
     }
     parse
         .bind(py)
-        .call(PyTuple::new(py, positional)?, Some(&keywords))
+        .call(PyTuple::new(py, positional)?, Some(&named))
 }
 
 /// `_read_ready()`: the stream transport's reader callback, run from the ready queue.
@@ -387,7 +367,7 @@ unsafe extern "C" fn transport_read_ready(
 ) -> *mut ffi::PyObject {
     guard(|py| {
         // SAFETY: called by `TransportCore`'s method descriptor with its receiver.
-        let core = unsafe { transport_receiver(py, slf) };
+        let core = unsafe { receiver::<TransportCore>(py, slf) };
         core.get().read_ready(py)?;
         Ok(py.None().into_ptr())
     })

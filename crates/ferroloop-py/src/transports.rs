@@ -632,14 +632,6 @@ impl TransportCore {
 }
 
 impl TransportCore {
-    /// The `SocketTransport` this core serves, or `None` once it has let go of it.
-    pub(crate) fn transport_or_none<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
-        match self.st.borrow_mut(py).c.transport.as_ref() {
-            Some(t) => t.clone_ref(py).into_bound(py),
-            None => py.None().into_bound(py),
-        }
-    }
-
     /// End-of-batch flush (the loop calls it for every transport on its flush list).
     pub(crate) fn flush_after_batch(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::flush_now(slf, false)
